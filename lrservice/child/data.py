@@ -1,0 +1,154 @@
+"""Child datasets held in memory as tensors: train / validation / test splits.
+
+``digits`` (scikit-learn's 8x8 digits) ships inside scikit-learn and needs no network.
+``mnist``, ``fashion_mnist`` and ``cifar10`` load through torchvision from a data
+directory; they download only when the caller allows it. Whole splits live in memory
+as float tensors so a training step is an index into a tensor, not a DataLoader.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+DATASETS = ("digits", "mnist", "fashion_mnist", "cifar10")
+
+
+class DatasetUnavailable(RuntimeError):
+    """The dataset's files are not in the data directory and downloading is not allowed."""
+
+
+@dataclass(frozen=True)
+class ChildData:
+    """A dataset as tensors. Images are ``(N, C, H, W)`` float32, labels int64."""
+
+    name: str
+    train_x: torch.Tensor
+    train_y: torch.Tensor
+    val_x: torch.Tensor
+    val_y: torch.Tensor
+    test_x: torch.Tensor
+    test_y: torch.Tensor
+    num_classes: int
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return tuple(self.train_x.shape[1:])
+
+    def to(self, device: torch.device | str) -> "ChildData":
+        """A copy with every tensor on ``device`` (one transfer, then steps never copy)."""
+        moved = {k: getattr(self, k).to(device) for k in
+                 ("train_x", "train_y", "val_x", "val_y", "test_x", "test_y")}
+        return ChildData(name=self.name, num_classes=self.num_classes, **moved)
+
+
+def _split(name: str, x: torch.Tensor, y: torch.Tensor, test_x: torch.Tensor, test_y: torch.Tensor,
+           val_size: int, split_seed: int, max_train_samples: int | None, num_classes: int) -> ChildData:
+    """Hold out ``val_size`` training samples (fixed by ``split_seed``) for validation."""
+    n = x.shape[0]
+    if val_size >= n:
+        raise ValueError(f"task.val_size: {val_size} is not allowed; {name} has only {n} training samples")
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(split_seed))
+    val_idx, train_idx = order[:val_size], order[val_size:]
+    if max_train_samples is not None:
+        train_idx = train_idx[:max_train_samples]
+    return ChildData(name, x[train_idx].contiguous(), y[train_idx].contiguous(),
+                     x[val_idx].contiguous(), y[val_idx].contiguous(),
+                     test_x.contiguous(), test_y.contiguous(), num_classes)
+
+
+def _standardise(train: torch.Tensor, *others: torch.Tensor) -> list[torch.Tensor]:
+    """Per-channel standardisation with statistics from the training images only."""
+    dims = (0, 2, 3)
+    mean = train.mean(dim=dims, keepdim=True)
+    std = train.std(dim=dims, keepdim=True).clamp_min(1e-6)
+    return [(t - mean) / std for t in (train, *others)]
+
+
+def load_digits(val_size: int = 300, split_seed: int = 0, max_train_samples: int | None = None,
+                test_fraction: float = 0.2) -> ChildData:
+    """scikit-learn's 1,797 8x8 digits as ``(N, 1, 8, 8)``; the test split is a fixed 20%."""
+    from sklearn.datasets import load_digits as sk_digits
+
+    bunch = sk_digits()
+    x = torch.tensor(bunch.images, dtype=torch.float32).unsqueeze(1) / 16.0
+    y = torch.tensor(bunch.target, dtype=torch.int64)
+    order = torch.randperm(len(y), generator=torch.Generator().manual_seed(12345))
+    n_test = int(round(len(y) * test_fraction))
+    test_idx, rest_idx = order[:n_test], order[n_test:]
+    x_rest, x_test = _standardise(x[rest_idx], x[test_idx])
+    return _split("digits", x_rest, y[rest_idx], x_test, y[test_idx],
+                  val_size, split_seed, max_train_samples, num_classes=10)
+
+
+_MISSING = (
+    "{title} was not found in {root}. Rerun with --download (needs network) to fetch it there, "
+    "or copy the torchvision {title} files into {root} (set task.data_dir or $LRSERVICE_DATA to another folder)."
+)
+
+
+def _torchvision(name: str, root: Path, download: bool, verify: bool):
+    """Open the torchvision dataset objects (train, test), turning 'not found' into one sentence."""
+    from torchvision import datasets
+
+    titles = {"mnist": "MNIST", "fashion_mnist": "Fashion-MNIST", "cifar10": "CIFAR-10"}
+    classes = {"mnist": datasets.MNIST, "fashion_mnist": datasets.FashionMNIST,
+               "cifar10": _cifar10_class(verify)}
+    cls = classes[name]
+    root.mkdir(parents=True, exist_ok=True)
+    try:
+        return cls(str(root), train=True, download=download), cls(str(root), train=False, download=download)
+    except RuntimeError as exc:
+        if "not found" in str(exc).lower() or "corrupted" in str(exc).lower():
+            raise DatasetUnavailable(_MISSING.format(title=titles[name], root=root)) from None
+        raise
+    except OSError as exc:  # download attempted without network
+        raise DatasetUnavailable(
+            f"{titles[name]} could not be downloaded into {root} ({exc.__class__.__name__}: {exc}); "
+            f"copy the torchvision {titles[name]} files there and rerun without --download."
+        ) from None
+
+
+def _cifar10_class(verify: bool):
+    """torchvision's CIFAR10, optionally without the md5 check (for hand-made small files)."""
+    from torchvision import datasets
+
+    if verify:
+        return datasets.CIFAR10
+
+    class CIFAR10Unverified(datasets.CIFAR10):
+        def _check_integrity(self) -> bool:
+            base = Path(self.root) / self.base_folder
+            return all((base / f).is_file() for f, _ in self.train_list + self.test_list)
+
+    return CIFAR10Unverified
+
+
+def load_torchvision(name: str, root: str | Path, download: bool = False, val_size: int = 5000,
+                     split_seed: int = 0, max_train_samples: int | None = None,
+                     verify: bool = True) -> ChildData:
+    """MNIST, Fashion-MNIST or CIFAR-10 from ``root`` via torchvision, as standardised tensors."""
+    train, test = _torchvision(name, Path(root), download, verify)
+    if name == "cifar10":
+        to_x = lambda d: torch.tensor(np.asarray(d.data), dtype=torch.float32).permute(0, 3, 1, 2) / 255.0
+    else:
+        to_x = lambda d: d.data.to(torch.float32).unsqueeze(1) / 255.0
+    to_y = lambda d: torch.as_tensor(np.asarray(d.targets), dtype=torch.int64)
+    x_train, x_test = _standardise(to_x(train), to_x(test))
+    return _split(name, x_train, to_y(train), x_test, to_y(test),
+                  val_size, split_seed, max_train_samples, num_classes=10)
+
+
+def load_dataset(name: str, root: str | Path = ".", download: bool = False, val_size: int = 5000,
+                 split_seed: int = 0, max_train_samples: int | None = None, verify: bool = True) -> ChildData:
+    """Load any supported dataset by name; ``digits`` caps ``val_size`` at a fifth of its data."""
+    if name not in DATASETS:
+        raise ValueError(f"task.dataset: {name!r} is not allowed; choose one of: {', '.join(DATASETS)}")
+    if name == "digits":
+        return load_digits(val_size=min(val_size, 300), split_seed=split_seed,
+                           max_train_samples=max_train_samples)
+    return load_torchvision(name, root, download=download, val_size=val_size, split_seed=split_seed,
+                            max_train_samples=max_train_samples, verify=verify)

@@ -1,0 +1,192 @@
+"""ChildTrainer: train a child network k steps at a time at a given LR, evaluate, observe.
+
+This is the one training loop every part of lrservice shares: the controller's env,
+Tune trials and the recommender. Batches are drawn from in-memory tensors by a seeded
+epoch permutation, so a run is reproducible from ``(task, seed)`` and a step costs one
+forward/backward. A non-finite loss marks the child as diverged instead of raising.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from lrservice.child.data import ChildData, load_dataset
+from lrservice.child.features import observation_features
+from lrservice.child.models import build_model
+from lrservice.config import TaskConfig
+
+EVAL_CHUNK = 2048
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """Outcome of a block of steps: mean loss of the steps taken and whether the child diverged."""
+
+    mean_loss: float
+    steps: int
+    diverged: bool
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """Loss and top-1 accuracy on a split."""
+
+    loss: float
+    accuracy: float
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` picks CUDA when this process can see a GPU, else CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("task.device: 'cuda' was asked for but this process sees no GPU; use 'auto' or 'cpu'")
+    return torch.device(name)
+
+
+def load_task_data(task: TaskConfig) -> ChildData:
+    """The task's dataset, split with the fixed split seed (0) so every run sees the same splits."""
+    return load_dataset(task.dataset, task.data_path, download=task.download, val_size=task.val_size,
+                        split_seed=0, max_train_samples=task.max_train_samples)
+
+
+def make_optimizer(task: TaskConfig, params, lr: float) -> torch.optim.Optimizer:
+    """Adam (default), plain SGD, or SGD with momentum, as the task names."""
+    if task.optimizer == "adam":
+        return torch.optim.Adam(params, lr=lr, weight_decay=task.weight_decay)
+    momentum = task.momentum if task.optimizer == "momentum" else 0.0
+    return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=task.weight_decay)
+
+
+class ChildTrainer:
+    """Trains one child network; the LR is whatever the caller (schedule or controller) sets."""
+
+    def __init__(self, task: TaskConfig, data: ChildData | None = None, device: str | None = None):
+        self.task = task
+        self.device = resolve_device(device or task.device)
+        self.data = (data or load_task_data(task)).to(self.device)
+        self.model: torch.nn.Module | None = None
+        self.optimizer: torch.optim.Optimizer | None = None
+        self.step = 0
+        self._prev_logits: torch.Tensor | None = None
+        self._losses_since_observe: list[float] = []
+        self.diverged = False
+
+    # -- lifecycle -------------------------------------------------------------------------
+    def reset(self, lr: float, seed: int | None = None) -> None:
+        """Fresh weights and optimizer state from ``seed`` (default: the task's seed)."""
+        seed = self.task.seed if seed is None else seed
+        torch.manual_seed(seed)
+        self.model = build_model(self.task.model, self.data.input_shape, self.data.num_classes).to(self.device)
+        self.optimizer = make_optimizer(self.task, self.model.parameters(), lr)
+        self._batch_gen = torch.Generator().manual_seed(seed + 1_000_003)
+        self._order = torch.empty(0, dtype=torch.int64)
+        self._cursor = 0
+        self.step = 0
+        self._prev_logits = None
+        self._losses_since_observe = []
+        self.diverged = False
+
+    @property
+    def lr(self) -> float:
+        return float(self.optimizer.param_groups[0]["lr"])
+
+    @lr.setter
+    def lr(self, value: float) -> None:
+        for group in self.optimizer.param_groups:
+            group["lr"] = float(value)
+
+    @property
+    def head_weight(self) -> torch.Tensor:
+        return self.model.head.weight.detach()
+
+    # -- training --------------------------------------------------------------------------
+    def _next_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
+        n = self.data.train_x.shape[0]
+        size = min(self.task.batch_size, n)
+        if self._cursor + size > len(self._order):
+            self._order = torch.randperm(n, generator=self._batch_gen)
+            self._cursor = 0
+        idx = self._order[self._cursor:self._cursor + size].to(self.device)
+        self._cursor += size
+        return self.data.train_x[idx], self.data.train_y[idx]
+
+    def train_steps(self, k: int, lr: float | None = None,
+                    after_step: Callable[[int, float], None] | None = None) -> TrainResult:
+        """Run up to ``k`` optimizer steps; stop early (``diverged``) on a non-finite loss.
+
+        ``after_step(step, loss)`` runs after every step, e.g. to step a torch LR scheduler.
+        """
+        if self.model is None:
+            raise RuntimeError("ChildTrainer.reset(lr) must be called before training")
+        if lr is not None:
+            self.lr = lr
+        self.model.train()
+        total, taken = 0.0, 0
+        for _ in range(k):
+            x, y = self._next_batch()
+            loss = F.cross_entropy(self.model(x), y)
+            value = float(loss.detach())
+            if not math.isfinite(value):
+                self.diverged = True
+                break
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+            self.step += 1
+            taken += 1
+            total += value
+            self._losses_since_observe.append(value)
+            if after_step is not None:
+                after_step(self.step, value)
+        mean = total / taken if taken else float("nan")
+        return TrainResult(mean_loss=mean, steps=taken, diverged=self.diverged)
+
+    # -- evaluation ------------------------------------------------------------------------
+    @torch.no_grad()
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        self.model.eval()
+        return torch.cat([self.model(x[i:i + EVAL_CHUNK]) for i in range(0, x.shape[0], EVAL_CHUNK)])
+
+    def evaluate(self, split: str = "val") -> Evaluation:
+        """Mean cross-entropy and accuracy on ``train``, ``val``, ``val_subset`` or ``test``."""
+        x, y = self.split(split)
+        out = self.logits(x)
+        loss = float(F.cross_entropy(out, y))
+        acc = float((out.argmax(dim=1) == y).float().mean())
+        return Evaluation(loss=loss, accuracy=acc)
+
+    def split(self, name: str) -> tuple[torch.Tensor, torch.Tensor]:
+        d = self.data
+        if name == "val_subset":
+            n = self.task.val_subset
+            return d.val_x[:n], d.val_y[:n]
+        pairs = {"train": (d.train_x, d.train_y), "val": (d.val_x, d.val_y), "test": (d.test_x, d.test_y)}
+        if name not in pairs:
+            raise ValueError(f"split: {name!r} is not allowed; choose one of: train, val, val_subset, test")
+        return pairs[name]
+
+    def observe(self) -> tuple[np.ndarray, Evaluation]:
+        """The 7 controller features and the validation-subset evaluation they include.
+
+        Train loss is the mean since the previous observation; the prediction change is
+        measured against the logits seen at that observation.
+        """
+        x, y = self.split("val_subset")
+        out = self.logits(x)
+        val = Evaluation(loss=float(F.cross_entropy(out, y)),
+                         accuracy=float((out.argmax(dim=1) == y).float().mean()))
+        losses = self._losses_since_observe
+        train_loss = float(np.mean(losses)) if losses else val.loss
+        feats = observation_features(train_loss, val.loss, out, self._prev_logits, self.head_weight, self.lr)
+        self._prev_logits = out
+        self._losses_since_observe = []
+        if not math.isfinite(val.loss):
+            self.diverged = True
+        return feats, val

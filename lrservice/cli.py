@@ -1,0 +1,62 @@
+"""The ``lrservice`` command line: one subcommand per module in :mod:`lrservice.commands`.
+
+Each command module provides ``add_parser(subparsers)``, which registers its parser and
+sets ``func=run``; ``run(args) -> int`` does the work. Modules import heavy libraries
+(Ray, torch) inside ``run`` so ``lrservice --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from lrservice.config import ConfigError
+
+COMMANDS = ("compare", "train_controller", "recommend", "report", "schedule")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="lrservice",
+        description="Learning-rate schedules on Ray: compare, learn (PPO controller), recommend (LRBench).",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for name in COMMANDS:
+        importlib.import_module(f"lrservice.commands.{name}").add_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except ConfigError as exc:
+        print(f"lrservice: invalid config: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("lrservice: interrupted; rerun the same command with --resume to continue", file=sys.stderr)
+        return 130
+    except _user_errors() as exc:
+        print(f"lrservice: {exc}", file=sys.stderr)
+        return 1
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    """Errors whose message is already the whole story for a user (no traceback)."""
+    from lrservice.child.data import DatasetUnavailable
+
+    errors: list[type[BaseException]] = [DatasetUnavailable, FileNotFoundError]
+    try:
+        from lrservice.schedules import PolicyError
+
+        errors.append(PolicyError)
+    except ImportError:  # pragma: no cover - schedules always ship
+        pass
+    return tuple(errors)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,383 @@
+"""Typed, validated run configuration: one object per run, defaults in one place.
+
+A config file (YAML or JSON) has up to five sections: ``task`` (the child network
+and its data), ``controller`` (the learned controller's env and PPO), ``compare``
+(the Tune comparison), ``recommend`` (LRBench selection) and ``resources`` (where
+work runs). Every key is checked where it enters: an unknown key, a wrong type or
+a value outside its allowed set raises :class:`ConfigError` naming the field, the
+value and what is allowed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+DATASETS = ("digits", "mnist", "fashion_mnist", "cifar10")
+MODELS = ("mlp", "lenet5", "resnet18")
+OPTIMIZERS = ("adam", "sgd", "momentum")
+DEVICES = ("auto", "cpu", "cuda")
+ACTION_SPACES = ("discrete", "continuous")
+REWARDS = ("dense", "final")
+ARM_KINDS = ("constant", "step", "cosine", "cyclic", "policy", "controller", "pbt")
+DEFAULT_DATA_DIR = "~/.cache/lrservice/data"
+
+
+class ConfigError(ValueError):
+    """A config value is invalid; the message names the field and what is allowed."""
+
+
+def _choice(path: str, value: Any, allowed: tuple) -> None:
+    if value not in allowed:
+        raise ConfigError(
+            f"{path}: {value!r} is not allowed; choose one of: {', '.join(map(str, allowed))}"
+        )
+
+
+def _positive(path: str, value: float | int, *, allow_zero: bool = False) -> None:
+    ok = value >= 0 if allow_zero else value > 0
+    if not ok or (isinstance(value, float) and not math.isfinite(value)):
+        bound = ">= 0" if allow_zero else "> 0"
+        raise ConfigError(f"{path}: {value!r} is not allowed; it must be a finite number {bound}")
+
+
+@dataclass(frozen=True)
+class TaskConfig:
+    """The child task: dataset, model, optimizer and training length."""
+
+    dataset: str = "digits"
+    model: str = "mlp"
+    batch_size: int = 64
+    steps: int = 1000
+    optimizer: str = "adam"
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    seed: int = 0
+    data_dir: str = DEFAULT_DATA_DIR
+    download: bool = False
+    val_size: int = 5000
+    val_subset: int = 512
+    max_train_samples: int | None = None
+    eval_every: int = 10
+    device: str = "auto"
+
+    def validate(self, path: str = "task") -> None:
+        _choice(f"{path}.dataset", self.dataset, DATASETS)
+        _choice(f"{path}.model", self.model, MODELS)
+        _choice(f"{path}.optimizer", self.optimizer, OPTIMIZERS)
+        _choice(f"{path}.device", self.device, DEVICES)
+        for name in ("batch_size", "steps", "val_size", "val_subset", "eval_every"):
+            _positive(f"{path}.{name}", getattr(self, name))
+        _positive(f"{path}.weight_decay", self.weight_decay, allow_zero=True)
+        if not 0 <= self.momentum < 1:
+            raise ConfigError(f"{path}.momentum: {self.momentum!r} is not allowed; it must be in [0, 1)")
+        if self.max_train_samples is not None:
+            _positive(f"{path}.max_train_samples", self.max_train_samples)
+
+    @property
+    def data_path(self) -> Path:
+        """The data directory with ``~`` and ``$LRSERVICE_DATA`` resolved."""
+        raw = os.environ.get("LRSERVICE_DATA") if self.data_dir == DEFAULT_DATA_DIR else None
+        return Path(os.path.expanduser(raw or self.data_dir))
+
+
+@dataclass(frozen=True)
+class ControllerConfig:
+    """The learned controller: env options (1909.09712) and PPO training settings."""
+
+    action_space: str = "discrete"
+    action_every: int = 10
+    factor: float = 1.05
+    lr_min: float = 1e-5
+    lr_max: float = 1e-1
+    lr_noise_std: float = 0.0
+    initial_lrs: tuple[float, ...] = (1e-2, 1e-3, 1e-4)
+    initial_lr: float | None = None
+    reward: str = "dense"
+    divergence_penalty: float = 10.0
+    hidden: tuple[int, ...] = (32, 32)
+    iterations: int = 20
+    train_batch_size: int = 400
+    minibatch_size: int = 100
+    num_epochs: int = 5
+    ppo_lr: float = 3e-4
+    gamma: float = 0.99
+    entropy_coeff: float = 0.0
+    num_env_runners: int = 1
+    num_envs_per_env_runner: int = 1
+    checkpoint_every: int = 5
+    checkpoint_dir: str = "results/controller"
+
+    def validate(self, path: str = "controller") -> None:
+        _choice(f"{path}.action_space", self.action_space, ACTION_SPACES)
+        _choice(f"{path}.reward", self.reward, REWARDS)
+        for name in ("action_every", "iterations", "train_batch_size", "minibatch_size",
+                     "num_epochs", "ppo_lr", "num_envs_per_env_runner", "checkpoint_every",
+                     "lr_min", "lr_max"):
+            _positive(f"{path}.{name}", getattr(self, name))
+        for name in ("lr_noise_std", "divergence_penalty", "entropy_coeff", "num_env_runners"):
+            _positive(f"{path}.{name}", getattr(self, name), allow_zero=True)
+        if not self.factor > 1.0:
+            raise ConfigError(f"{path}.factor: {self.factor!r} is not allowed; it must be > 1 (LR is multiplied or divided by it)")
+        if self.lr_min >= self.lr_max:
+            raise ConfigError(f"{path}.lr_min: {self.lr_min!r} must be below lr_max ({self.lr_max!r})")
+        if not 0 < self.gamma <= 1:
+            raise ConfigError(f"{path}.gamma: {self.gamma!r} is not allowed; it must be in (0, 1]")
+        lrs = self.initial_lrs if self.initial_lr is None else (self.initial_lr,)
+        if not lrs:
+            raise ConfigError(f"{path}.initial_lrs: must name at least one learning rate")
+        for lr in lrs:
+            if not self.lr_min <= lr <= self.lr_max:
+                raise ConfigError(
+                    f"{path}.initial_lrs: {lr!r} is not allowed; it must lie in [lr_min, lr_max] = [{self.lr_min}, {self.lr_max}]"
+                )
+        if len(self.hidden) < 1 or any(h <= 0 for h in self.hidden):
+            raise ConfigError(f"{path}.hidden: {list(self.hidden)!r} is not allowed; give positive layer widths, e.g. [32, 32]")
+        if self.minibatch_size > self.train_batch_size:
+            raise ConfigError(f"{path}.minibatch_size: {self.minibatch_size} must not exceed train_batch_size ({self.train_batch_size})")
+
+
+@dataclass(frozen=True)
+class ArmConfig:
+    """One arm of a comparison: a schedule family with fixed params and/or a grid to tune.
+
+    ``kind`` is a torch baseline (constant, step, cosine, cyclic), ``policy`` (a zoo or
+    composite policy given in ``params``), ``controller`` (``params.checkpoint``), or
+    ``pbt`` (Population Based Training on the LR).
+    """
+
+    name: str
+    kind: str
+    params: dict = field(default_factory=dict)
+    grid: dict = field(default_factory=dict)
+
+    def validate(self, path: str = "arm") -> None:
+        _choice(f"{path}.kind", self.kind, ARM_KINDS)
+        if not self.name or not str(self.name).replace("-", "").replace("_", "").isalnum():
+            raise ConfigError(f"{path}.name: {self.name!r} is not allowed; use letters, digits, '-' and '_'")
+        for key, values in self.grid.items():
+            if not isinstance(values, list) or not values:
+                raise ConfigError(f"{path}.grid.{key}: {values!r} is not allowed; give a non-empty list of values")
+
+
+def _default_arms() -> tuple[ArmConfig, ...]:
+    return (
+        ArmConfig("constant", "constant", grid={"lr": [1e-3, 3e-3, 1e-2]}),
+        ArmConfig("step", "step", grid={"lr": [3e-3, 1e-2], "step_size": [250], "gamma": [0.5, 0.1]}),
+        ArmConfig("cosine", "cosine", grid={"lr": [3e-3, 1e-2]}),
+        ArmConfig("cyclic", "cyclic", params={"base_lr": 1e-4}, grid={"max_lr": [3e-3, 1e-2], "step_size_up": [100, 250]}),
+    )
+
+
+@dataclass(frozen=True)
+class CompareConfig:
+    """The Tune comparison: arms, seeds, target accuracy and output location."""
+
+    name: str = "compare"
+    arms: tuple[ArmConfig, ...] = field(default_factory=_default_arms)
+    tune_seeds: tuple[int, ...] = (100,)
+    seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
+    target_accuracy: float = 0.9
+    output_dir: str = "results"
+    max_concurrent_trials: int = 0
+    max_failures: int = 2
+
+    def validate(self, path: str = "compare") -> None:
+        if not self.arms:
+            raise ConfigError(f"{path}.arms: give at least one arm")
+        names = [arm.name for arm in self.arms]
+        if len(set(names)) != len(names):
+            raise ConfigError(f"{path}.arms: arm names must be unique, got {names}")
+        for i, arm in enumerate(self.arms):
+            arm.validate(f"{path}.arms[{i}]")
+        if not self.seeds:
+            raise ConfigError(f"{path}.seeds: give at least one seed")
+        if not 0 < self.target_accuracy <= 1:
+            raise ConfigError(f"{path}.target_accuracy: {self.target_accuracy!r} is not allowed; it must be in (0, 1]")
+        _positive(f"{path}.max_concurrent_trials", self.max_concurrent_trials, allow_zero=True)
+        _positive(f"{path}.max_failures", self.max_failures, allow_zero=True)
+
+
+@dataclass(frozen=True)
+class RecommendConfig:
+    """LRBench selection: target accuracy, iteration budget and search size."""
+
+    target_accuracy: float = 0.9
+    budget: int = 1000
+    num_samples: int = 34
+    top_k: int = 4
+    verify_seeds: tuple[int, ...] = (11, 12, 13)
+    output_dir: str = "results"
+
+    def validate(self, path: str = "recommend") -> None:
+        if not 0 < self.target_accuracy <= 1:
+            raise ConfigError(f"{path}.target_accuracy: {self.target_accuracy!r} is not allowed; it must be in (0, 1]")
+        for name in ("budget", "num_samples", "top_k"):
+            _positive(f"{path}.{name}", getattr(self, name))
+
+
+@dataclass(frozen=True)
+class ResourcesConfig:
+    """Where work runs: the Ray address and what each trial / env runner asks for.
+
+    ``worker_resource`` names a custom resource that GPU worker nodes advertise
+    (e.g. ``gpu_worker``); ``head_resource`` one the head advertises for learners.
+    """
+
+    address: str | None = None
+    num_cpus: int | None = None
+    cpus_per_trial: float = 1.0
+    gpus_per_trial: float = 0.0
+    gpus_per_env_runner: float = 0.0
+    worker_resource: str | None = None
+    head_resource: str | None = None
+
+    def validate(self, path: str = "resources") -> None:
+        for name in ("cpus_per_trial", "gpus_per_trial", "gpus_per_env_runner"):
+            _positive(f"{path}.{name}", getattr(self, name), allow_zero=True)
+        if self.num_cpus is not None:
+            _positive(f"{path}.num_cpus", self.num_cpus)
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """A whole run: every section with its defaults."""
+
+    task: TaskConfig = field(default_factory=TaskConfig)
+    controller: ControllerConfig = field(default_factory=ControllerConfig)
+    compare: CompareConfig = field(default_factory=CompareConfig)
+    recommend: RecommendConfig = field(default_factory=RecommendConfig)
+    resources: ResourcesConfig = field(default_factory=ResourcesConfig)
+
+    def validate(self) -> "RunConfig":
+        for f in dataclasses.fields(self):
+            getattr(self, f.name).validate(f.name)
+        return self
+
+    def to_dict(self) -> dict:
+        return _to_plain(dataclasses.asdict(self))
+
+    def replace(self, **sections: Any) -> "RunConfig":
+        """A copy with whole sections replaced or updated from dicts of fields."""
+        updated = {}
+        for name, value in sections.items():
+            current = getattr(self, name)
+            updated[name] = value if dataclasses.is_dataclass(value) else dataclasses.replace(current, **value)
+        return dataclasses.replace(self, **updated).validate()
+
+
+def _to_plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _to_plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_to_plain(v) for v in value]
+    return value
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _coerce(path: str, tp: Any, value: Any) -> Any:
+    """Check ``value`` against the annotation ``tp`` and convert lists to tuples."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in (a for a in args if a is not type(None)):
+            try:
+                return _coerce(path, arg, value)
+            except ConfigError as exc:
+                errors.append(str(exc))
+        raise ConfigError(errors[0])
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{path}: {value!r} is not allowed; expected a list")
+        item_tp = typing.get_args(tp)[0]
+        return tuple(_coerce(f"{path}[{i}]", item_tp, v) for i, v in enumerate(value))
+    if origin is dict or tp is dict:
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{path}: {value!r} is not allowed; expected a mapping")
+        return dict(value)
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, value, path)
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{path}: {value!r} is not allowed; expected a number")
+        return float(value)
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{path}: {value!r} is not allowed; expected an integer")
+        return value
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{path}: {value!r} is not allowed; expected true or false")
+        return value
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{path}: {value!r} is not allowed; expected a string")
+        return value
+    return value
+
+
+def _join(path: str, name: str) -> str:
+    return f"{path}.{name}" if path else name
+
+
+def _build(cls: type, data: Any, path: str) -> Any:
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{path}: expected a mapping of fields, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise ConfigError(
+            f"{_join(path, unknown[0])}: unknown field; allowed fields are: {', '.join(fields)}"
+        )
+    kwargs = {}
+    for name, value in data.items():
+        kwargs[name] = _coerce(_join(path, name), hints[name], value)
+    missing = [
+        n for n, f in fields.items()
+        if n not in kwargs and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+    ]
+    if missing:
+        raise ConfigError(f"{_join(path, missing[0])}: required field is missing")
+    return cls(**kwargs)
+
+
+def config_from_dict(data: Mapping[str, Any]) -> RunConfig:
+    """Build and validate a :class:`RunConfig` from plain data (as parsed from YAML/JSON)."""
+    return _build(RunConfig, data or {}, "").validate()
+
+
+def load_config(path: str | os.PathLike) -> RunConfig:
+    """Read a YAML or JSON config file into a validated :class:`RunConfig`."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"config: file {str(p)!r} does not exist")
+    text = p.read_text()
+    if p.suffix == ".json":
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"config: {p} is not valid JSON: {exc}") from None
+    else:
+        import yaml
+
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config: {p} is not valid YAML: {exc}") from None
+    if data is not None and not isinstance(data, Mapping):
+        raise ConfigError(f"config: {p} must hold a mapping with sections task, controller, compare, recommend, resources")
+    return config_from_dict(data or {})
