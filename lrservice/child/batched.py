@@ -1,0 +1,387 @@
+"""BatchedChildTrainer: K child networks trained in lock-step as one stacked computation.
+
+Why: a child step on a small model is mostly Python and dispatch overhead (forward,
+backward and ~80 optimizer kernel launches). Stacking K children turns K small steps into
+one step of batched matmuls (``torch.bmm`` for the MLP, ``torch.func.vmap`` over
+``functional_call`` for other models) and one optimizer update on a ``(K, P)`` tensor.
+
+Each child keeps what a separate ``ChildTrainer(task).reset(lr, seed)`` would have: the same
+initial weights (built under ``torch.manual_seed(seed)``), the same batch order (its own
+generator seeded ``seed + 1_000_003``), its own learning rate, its own optimizer state
+(Adam updated element-wise exactly as ``torch.optim.Adam``'s single-tensor path does,
+or SGD / SGD with momentum), and its own divergence flag. A child whose loss turns
+non-finite stops updating (weights and optimizer state frozen, as ChildTrainer leaves
+them) while the others go on; unlike ChildTrainer it stays diverged until it is reset.
+No host synchronisation happens inside a block of steps on GPU.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from typing import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from lrservice.child.data import ChildData
+from lrservice.child.models import MLP, build_model
+from lrservice.child.trainer import EVAL_CHUNK, Evaluation, TrainResult, load_task_data, resolve_device
+from lrservice.config import ConfigError, TaskConfig
+
+BATCHED_MODELS = ("mlp", "lenet5")
+ADAM_BETAS = (0.9, 0.999)
+ADAM_EPS = 1e-8
+_LAYOUT_WARNING = "grad and param do not obey the gradient layout contract"
+
+
+class _Stack:
+    """K copies of one architecture's parameters in one ``(K, P)`` tensor.
+
+    Each named parameter is a ``(K, *shape)`` view into the flat tensor and a leaf that
+    requires grad; its ``.grad`` is a view into one flat gradient tensor, so backward
+    accumulates straight into ``(K, P)`` and the optimizer is a handful of whole-tensor ops.
+    MLP ``Linear`` weights are stored transposed ``(in, out)`` so forward and backward are
+    plain ``bmm`` calls with no transposed copies.
+    """
+
+    def __init__(self, template: nn.Module, k: int, device: torch.device, transpose: bool):
+        named = list(template.named_parameters())
+        self.names = [n for n, _ in named]
+        self.native_shapes = [tuple(p.shape) for _, p in named]
+        self.transposed = [transpose and p.dim() == 2 for _, p in named]
+        self.shapes = [tuple(reversed(s)) if t else s for s, t in zip(self.native_shapes, self.transposed)]
+        self.sizes = [math.prod(s) for s in self.shapes]
+        self.k = k
+        self.flat = torch.zeros(k, sum(self.sizes), device=device)
+        self.grad = torch.zeros_like(self.flat)
+        self.params = self._views(self.flat)
+        for p, g in zip(self.params, self._views(self.grad)):
+            p.requires_grad_(True)
+            p.grad = g
+
+    def _views(self, flat: torch.Tensor) -> list[torch.Tensor]:
+        return [t.view(self.k, *s) for t, s in zip(flat.split(self.sizes, dim=1), self.shapes)]
+
+    def by_name(self) -> dict[str, torch.Tensor]:
+        return dict(zip(self.names, self.params))
+
+    @torch.no_grad()
+    def load_child(self, i: int, model: nn.Module) -> None:
+        """Copy one built model's parameters into slot ``i``."""
+        for p, (_, q), t in zip(self.params, model.named_parameters(), self.transposed):
+            p[i].copy_(q.detach().t() if t else q.detach())
+
+    @torch.no_grad()
+    def state_dict(self, i: int) -> dict[str, torch.Tensor]:
+        """Slot ``i`` as a state dict for the model ``build_model`` makes."""
+        return {n: (p[i].t() if t else p[i]).detach().clone()
+                for n, p, t in zip(self.names, self.params, self.transposed)}
+
+    def native(self, name: str) -> torch.Tensor:
+        """A parameter in its ``nn.Module`` layout, ``(K, *shape)`` (a view, no copy)."""
+        i = self.names.index(name)
+        p = self.params[i]
+        return p.transpose(1, 2) if self.transposed[i] else p
+
+
+class BatchedChildTrainer:
+    """Trains K children of one task together; every child has its own LR, seed and state."""
+
+    def __init__(self, task: TaskConfig, num_children: int, data: ChildData | None = None,
+                 device: str | None = None):
+        if task.model not in BATCHED_MODELS:
+            raise ConfigError(f"task.model: {task.model!r} is not allowed for batched children; "
+                              f"choose one of: {', '.join(BATCHED_MODELS)}")
+        if num_children < 1:
+            raise ConfigError(f"num_children: {num_children!r} is not allowed; it must be an integer >= 1")
+        self.task = task
+        self.k = num_children
+        self.device = resolve_device(device or task.device)
+        self.data = (data or load_task_data(task)).to(self.device)
+        self._template = build_model(task.model, self.data.input_shape, self.data.num_classes)
+        self._is_mlp = isinstance(self._template, MLP)
+        self.stack = _Stack(self._template, self.k, self.device, transpose=self._is_mlp)
+        self._train_x = self.data.train_x.flatten(1) if self._is_mlp else self.data.train_x
+        if not self._is_mlp:
+            self._template = self._template.to(self.device)
+            self._fmodel = torch.func.vmap(self._functional, in_dims=(0, 0))
+            self._fmodel_shared = torch.func.vmap(self._functional, in_dims=(0, None))
+        k, dev = self.k, self.device
+        n = self.data.train_x.shape[0]
+        self._exp_avg = torch.zeros_like(self.stack.flat)
+        self._exp_avg_sq = torch.zeros_like(self.stack.flat)
+        self._momentum_buf = torch.zeros_like(self.stack.flat)
+        self._opt_steps = torch.zeros(k, dtype=torch.float64, device=dev)
+        self._lrs = np.zeros(k, dtype=np.float64)
+        self._lr_dev = torch.zeros(k, dtype=torch.float64, device=dev)
+        self._alive = torch.zeros(k, dtype=torch.bool, device=dev)
+        self._loss_sum = torch.zeros(k, dtype=torch.float64, device=dev)
+        self._loss_count = torch.zeros(k, dtype=torch.int64, device=dev)
+        self._orders = torch.zeros(k, n, dtype=torch.int64, device=dev)
+        self._cursors = [n] * k  # an exhausted order: the first step shuffles
+        self._gens = [torch.Generator() for _ in range(k)]
+        self._prev_logits: torch.Tensor | None = None
+        self._has_prev = torch.zeros(k, dtype=torch.bool, device=dev)
+        self._steps = np.zeros(k, dtype=np.int64)
+        self._seeded = np.zeros(k, dtype=bool)
+
+    # -- lifecycle -------------------------------------------------------------------------
+    def reset(self, lrs: Sequence[float] | float, seeds: Sequence[int] | None = None) -> None:
+        """Fresh weights and optimizer state for every child (seeds default to task.seed + i)."""
+        lrs = np.broadcast_to(np.asarray(lrs, dtype=np.float64), (self.k,))
+        seeds = [self.task.seed + i for i in range(self.k)] if seeds is None else list(seeds)
+        if len(seeds) != self.k:
+            raise ValueError(f"seeds: expected {self.k} seeds, got {len(seeds)}")
+        for i in range(self.k):
+            self.reset_child(i, float(lrs[i]), int(seeds[i]))
+
+    @torch.no_grad()
+    def reset_child(self, i: int, lr: float, seed: int) -> None:
+        """Child ``i`` starts over exactly as ``ChildTrainer.reset(lr, seed)`` would."""
+        torch.manual_seed(seed)
+        model = build_model(self.task.model, self.data.input_shape, self.data.num_classes)
+        self.stack.load_child(i, model)
+        for state in (self._exp_avg, self._exp_avg_sq, self._momentum_buf):
+            state[i].zero_()
+        self._opt_steps[i] = 0
+        self._gens[i].manual_seed(seed + 1_000_003)
+        self._cursors[i] = self._orders.shape[1]
+        self._alive[i] = True
+        self._loss_sum[i] = 0
+        self._loss_count[i] = 0
+        self._has_prev[i] = False
+        self._steps[i] = 0
+        self._seeded[i] = True
+        self.set_lr(i, lr)
+
+    # -- learning rates --------------------------------------------------------------------
+    @property
+    def lrs(self) -> np.ndarray:
+        return self._lrs.copy()
+
+    @lrs.setter
+    def lrs(self, values: Sequence[float] | float) -> None:
+        self._lrs[:] = np.broadcast_to(np.asarray(values, dtype=np.float64), (self.k,))
+        self._lr_dev.copy_(torch.from_numpy(self._lrs))
+
+    def set_lr(self, i: int, value: float) -> None:
+        self._lrs[i] = float(value)
+        self._lr_dev[i] = float(value)
+
+    # -- state -----------------------------------------------------------------------------
+    @property
+    def diverged(self) -> np.ndarray:
+        return ~self._alive.cpu().numpy()
+
+    @property
+    def step(self) -> np.ndarray:
+        """Optimizer steps taken by each child since its reset."""
+        return self._steps.copy()
+
+    def head_weights(self) -> torch.Tensor:
+        """The output layer's weights, ``(K, classes, width)`` as in ``nn.Linear``."""
+        return self.stack.native("head.weight").detach()
+
+    def child_state_dict(self, i: int) -> dict[str, torch.Tensor]:
+        return self.stack.state_dict(i)
+
+    def child_model(self, i: int) -> nn.Module:
+        """Child ``i`` as an ordinary ``nn.Module`` (a copy) on this trainer's device."""
+        model = build_model(self.task.model, self.data.input_shape, self.data.num_classes).to(self.device)
+        model.load_state_dict(self.child_state_dict(i))
+        return model
+
+    # -- forward ---------------------------------------------------------------------------
+    def _functional(self, params: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+        return torch.func.functional_call(self._template, params, (x,))
+
+    def _forward(self, x: torch.Tensor, shared: bool = False) -> torch.Tensor:
+        """Logits ``(K, B, C)``; ``x`` is ``(K, B, ...)`` or, if ``shared``, ``(B, ...)`` for all."""
+        if self._is_mlp:
+            p = self.stack.params
+            layers = list(zip(p[0::2], p[1::2]))
+            h = x.flatten(1) if shared else x
+            if shared:
+                h = h.unsqueeze(0).expand(self.k, -1, -1)
+            for j, (w, b) in enumerate(layers):
+                h = torch.baddbmm(b.unsqueeze(1), h, w)
+                if j < len(layers) - 1:
+                    h = h.relu()
+            return h
+        fn = self._fmodel_shared if shared else self._fmodel
+        return fn(self.stack.by_name(), x)
+
+    def _next_batch(self, chosen: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Each chosen child's next batch from its own epoch order; others get a dummy batch."""
+        n = self._orders.shape[1]
+        size = min(self.task.batch_size, n)
+        for i in chosen:
+            if self._cursors[i] + size > n:
+                self._orders[i] = torch.randperm(n, generator=self._gens[i]).to(self.device)
+                self._cursors[i] = 0
+        c = self._cursors[0]
+        if all(ci == c for ci in self._cursors):
+            idx = self._orders[:, c:c + size]
+        else:
+            idx = torch.stack([self._orders[i, min(ci, n - size):min(ci, n - size) + size]
+                               for i, ci in enumerate(self._cursors)])
+        for i in chosen:
+            self._cursors[i] += size
+        return self._train_x[idx], self.data.train_y[idx]
+
+    # -- training --------------------------------------------------------------------------
+    def train_steps(self, k: int, lrs: Sequence[float] | float | None = None,
+                    children: Sequence[int] | None = None) -> list[TrainResult]:
+        """Up to ``k`` steps for every live child; a child stops at its first non-finite loss.
+
+        ``children`` limits the block to those children (default: all); the others are
+        left exactly as they are (no step, no batch drawn) and report 0 steps.
+        """
+        if not self._seeded.all():
+            raise RuntimeError("BatchedChildTrainer.reset(lrs) must be called before training")
+        if lrs is not None:
+            self.lrs = lrs
+        sum_before = self._loss_sum.clone()
+        count_before = self._loss_count.clone()
+        chosen = torch.ones(self.k, dtype=torch.bool, device=self.device)
+        if children is not None:
+            chosen.zero_()
+            chosen[list(children)] = True
+        chosen_idx = range(self.k) if children is None else sorted(set(children))
+        if not chosen_idx:
+            k = 0
+        on_cpu = self.device.type == "cpu"
+        for _ in range(k):
+            running = self._alive & chosen
+            if on_cpu and not bool(running.any()):
+                break
+            x, y = self._next_batch(chosen_idx)
+            logits = self._forward(x)
+            losses = F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="none").view(self.k, -1).mean(1)
+            finite = torch.isfinite(losses.detach())
+            update = running & finite
+            self._alive &= finite | ~chosen
+            self.stack.grad.zero_()
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message=_LAYOUT_WARNING)
+                torch.where(update, losses, 0.0).sum().backward()
+            with torch.no_grad():
+                self._optimizer_step(update)
+                self._loss_sum += torch.where(update, losses.detach().double(), 0.0)
+                self._loss_count += update
+        taken = (self._loss_count - count_before).cpu().numpy()
+        sums = (self._loss_sum - sum_before).cpu().numpy()
+        self._steps += taken
+        diverged = self.diverged
+        return [TrainResult(mean_loss=float(sums[i] / taken[i]) if taken[i] else float("nan"),
+                            steps=int(taken[i]), diverged=bool(diverged[i])) for i in range(self.k)]
+
+    def _optimizer_step(self, update: torch.Tensor) -> None:
+        """One update of every child with its own LR; children not in ``update`` stay as they are."""
+        flat, mask = self.stack.flat, update.unsqueeze(1)
+        grad = self.stack.grad
+        if self.task.weight_decay:
+            grad = grad.add(flat, alpha=self.task.weight_decay)
+        if self.device.type != "cpu" or not bool(update.all()):
+            grad = torch.where(mask, grad, 0.0)  # on CPU the check is free; on GPU it would sync
+        self._opt_steps += update
+        if self.task.optimizer == "adam":
+            self._adam(flat, grad, mask)
+            return
+        momentum = self.task.momentum if self.task.optimizer == "momentum" else 0.0
+        lr = torch.where(update, self._lr_dev, 0.0).to(flat.dtype).unsqueeze(1)
+        if momentum:
+            first = ((self._opt_steps == 1) & update).unsqueeze(1)
+            buf = self._momentum_buf
+            buf.copy_(torch.where(first, grad, torch.where(mask, buf * momentum + grad, buf)))
+            grad = buf
+        flat.sub_(lr * grad)
+
+    def _adam(self, flat: torch.Tensor, grad: torch.Tensor, mask: torch.Tensor) -> None:
+        """``torch.optim.Adam`` (single-tensor path), per child: bias corrections from its own step."""
+        beta1, beta2 = ADAM_BETAS
+        t = self._opt_steps.clamp_min(1)
+        bc1 = 1 - beta1 ** t
+        bc2_sqrt = (1 - beta2 ** t).sqrt()
+        step_size = torch.where(mask.squeeze(1), -self._lr_dev / bc1, 0.0).to(flat.dtype).unsqueeze(1)
+        w1 = torch.where(mask, 1 - beta1, 0.0).to(flat.dtype)
+        b2 = torch.where(mask, beta2, 1.0).to(flat.dtype)
+        self._exp_avg.lerp_(grad, w1)
+        self._exp_avg_sq.mul_(b2).addcmul_(grad, grad, value=1 - beta2)
+        denom = self._exp_avg_sq.sqrt().div_(bc2_sqrt.to(flat.dtype).unsqueeze(1)).add_(ADAM_EPS)
+        flat.add_(torch.div(self._exp_avg, denom, out=denom).mul_(step_size))
+
+    # -- evaluation ------------------------------------------------------------------------
+    @torch.no_grad()
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        """Every child's logits on the same inputs: ``(K, N, C)``."""
+        return torch.cat([self._forward(x[i:i + EVAL_CHUNK], shared=True)
+                          for i in range(0, x.shape[0], EVAL_CHUNK)], dim=1)
+
+    def split(self, name: str) -> tuple[torch.Tensor, torch.Tensor]:
+        d = self.data
+        if name == "val_subset":
+            n = self.task.val_subset
+            return d.val_x[:n], d.val_y[:n]
+        pairs = {"train": (d.train_x, d.train_y), "val": (d.val_x, d.val_y), "test": (d.test_x, d.test_y)}
+        if name not in pairs:
+            raise ValueError(f"split: {name!r} is not allowed; choose one of: train, val, val_subset, test")
+        return pairs[name]
+
+    def _loss_acc(self, out: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        k, n, c = out.shape
+        loss = F.cross_entropy(out.reshape(k * n, c), y.repeat(k), reduction="none").view(k, n).mean(1)
+        acc = (out.argmax(dim=2) == y).float().mean(1)
+        return loss, acc
+
+    def evaluate(self, split: str = "val") -> list[Evaluation]:
+        """Mean cross-entropy and accuracy per child on a split."""
+        x, y = self.split(split)
+        loss, acc = self._loss_acc(self.logits(x), y)
+        loss, acc = loss.cpu().numpy(), acc.cpu().numpy()
+        return [Evaluation(loss=float(loss[i]), accuracy=float(acc[i])) for i in range(self.k)]
+
+    @torch.no_grad()
+    def observe(self, children: Sequence[int] | None = None) -> tuple[np.ndarray, list[Evaluation]]:
+        """Features ``(K, 7)`` (``FEATURE_NAMES`` order, float32) and each child's val-subset evaluation.
+
+        Same definitions as ``ChildTrainer.observe``: train loss is the mean since the
+        child's previous observation (its val loss if it took no step), prediction change
+        is against its logits at that observation (against zero the first time).
+        Only the ``children`` named (default: all) count this as their observation; rows
+        of the others are returned but their observation state is left as it was.
+        """
+        x, y = self.split("val_subset")
+        out = self.logits(x)
+        val_loss, acc = self._loss_acc(out, y)
+        if self._prev_logits is None:
+            self._prev_logits = torch.zeros_like(out)
+        prev = torch.where(self._has_prev.view(-1, 1, 1), self._prev_logits, 0.0)
+        count = self._loss_count
+        train_loss = torch.where(count > 0, self._loss_sum / count.clamp_min(1), val_loss.double())
+        head = self.head_weights()
+        feats = torch.stack([
+            train_loss.float(),
+            val_loss,
+            out.flatten(1).var(dim=1),
+            (out - prev).flatten(1).var(dim=1),
+            head.flatten(1).mean(dim=1),
+            head.flatten(1).var(dim=1),
+            self._lr_dev.float(),
+        ], dim=1)
+        chosen = torch.ones(self.k, dtype=torch.bool, device=self.device)
+        if children is not None:
+            chosen.zero_()
+            chosen[list(children)] = True
+        self._prev_logits = torch.where(chosen.view(-1, 1, 1), out, self._prev_logits)
+        self._has_prev |= chosen
+        self._loss_sum.masked_fill_(chosen, 0)
+        self._loss_count.masked_fill_(chosen, 0)
+        self._alive &= torch.isfinite(val_loss) | ~chosen
+        feats_np = feats.cpu().numpy().astype(np.float32)
+        feats_np[:, 6] = self._lrs.astype(np.float32)
+        loss_np, acc_np = val_loss.cpu().numpy(), acc.cpu().numpy()
+        return feats_np, [Evaluation(loss=float(loss_np[i]), accuracy=float(acc_np[i])) for i in range(self.k)]

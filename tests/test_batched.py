@@ -1,0 +1,157 @@
+"""BatchedChildTrainer against K separate ChildTrainers: same seeds and LRs, same trajectories.
+
+Tolerance: features, losses and LRs agree to rtol 1e-4 (atol 1e-6) over 50 steps; the only
+difference is the order of float32 operations inside batched vs single matmuls.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from lrservice.child import ChildTrainer, load_task_data
+from lrservice.child.batched import BatchedChildTrainer
+from lrservice.config import ConfigError, TaskConfig
+
+RTOL, ATOL = 1e-4, 1e-6
+LRS = (1e-2, 1e-3, 3e-3, 1e-4)
+SEEDS = (0, 1, 2, 7)
+
+
+@pytest.fixture(scope="module")
+def task():
+    return TaskConfig(dataset="digits", model="mlp", batch_size=32, val_subset=128, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def data(task):
+    return load_task_data(task)
+
+
+def _separate(task, data, lrs, seeds):
+    children = [ChildTrainer(task, data=data) for _ in lrs]
+    for child, lr, seed in zip(children, lrs, seeds):
+        child.reset(lr, seed)
+    return children
+
+
+def _run_both(task, data, lrs=LRS, seeds=SEEDS, blocks=5, every=10, lr_plan=None):
+    """Train both ways in blocks of ``every`` steps; return per-block (features, results) pairs."""
+    batched = BatchedChildTrainer(task, len(lrs), data=data)
+    batched.reset(lrs, seeds)
+    children = _separate(task, data, lrs, seeds)
+    history = []
+    for b in range(blocks):
+        if lr_plan is not None:
+            batched.lrs = lr_plan[b]
+            for child, lr in zip(children, lr_plan[b]):
+                child.lr = lr
+        results_b = batched.train_steps(every)
+        feats_b, evals_b = batched.observe()
+        results_s, feats_s, evals_s = [], [], []
+        for child in children:
+            results_s.append(child.train_steps(every))
+            f, e = child.observe()
+            feats_s.append(f)
+            evals_s.append(e)
+        history.append((feats_b, np.stack(feats_s), results_b, results_s, evals_b, evals_s))
+    return batched, children, history
+
+
+@pytest.mark.parametrize("model,optimizer", [("mlp", "adam"), ("mlp", "momentum"), ("lenet5", "adam")])
+def test_same_trajectories_as_separate_children(task, data, model, optimizer):
+    task = dataclasses.replace(task, model=model, optimizer=optimizer)
+    batched, children, history = _run_both(task, data)
+    for feats_b, feats_s, res_b, res_s, ev_b, ev_s in history:
+        np.testing.assert_allclose(feats_b, feats_s, rtol=RTOL, atol=ATOL)
+        np.testing.assert_allclose([r.mean_loss for r in res_b], [r.mean_loss for r in res_s], rtol=RTOL)
+        np.testing.assert_allclose([e.loss for e in ev_b], [e.loss for e in ev_s], rtol=RTOL)
+        assert [r.steps for r in res_b] == [r.steps for r in res_s] == [10] * len(LRS)
+    np.testing.assert_array_equal(batched.step, [c.step for c in children])
+    for i, child in enumerate(children):
+        ref = child.model.state_dict()
+        got = batched.child_state_dict(i)
+        for name in ref:
+            torch.testing.assert_close(got[name], ref[name], rtol=1e-3, atol=1e-4)
+    assert [e.accuracy for e in batched.evaluate("test")] == pytest.approx(
+        [c.evaluate("test").accuracy for c in children], abs=2 / len(data.test_y))
+
+
+def test_initial_weights_and_first_observation_match_exactly(task, data):
+    batched = BatchedChildTrainer(task, 3, data=data)
+    batched.reset([1e-3] * 3, [5, 6, 5])
+    children = _separate(task, data, [1e-3] * 3, [5, 6, 5])
+    for i, child in enumerate(children):
+        for name, value in child.model.state_dict().items():
+            assert torch.equal(batched.child_state_dict(i)[name], value)
+    assert torch.equal(batched.child_state_dict(0)["head.weight"], batched.child_state_dict(2)["head.weight"])
+    assert not torch.equal(batched.child_state_dict(0)["head.weight"], batched.child_state_dict(1)["head.weight"])
+    feats, _ = batched.observe()
+    ref = np.stack([c.observe()[0] for c in children])
+    np.testing.assert_allclose(feats, ref, rtol=RTOL, atol=ATOL)
+
+
+def test_per_child_lr_changes_only_that_child(task, data):
+    """Changing child 1's LR mid-run changes child 1's trajectory and nobody else's."""
+    plan_a = [LRS] * 4
+    plan_b = [LRS, LRS, (LRS[0], 5e-2, LRS[2], LRS[3]), (LRS[0], 5e-2, LRS[2], LRS[3])]
+    _, _, hist_a = _run_both(task, data, blocks=4, lr_plan=plan_a)
+    _, _, hist_b = _run_both(task, data, blocks=4, lr_plan=plan_b)
+    fa, fb = hist_a[-1][0], hist_b[-1][0]
+    np.testing.assert_array_equal(np.delete(fa, 1, axis=0), np.delete(fb, 1, axis=0))
+    assert fb[1, 6] == pytest.approx(5e-2)
+    assert abs(fa[1, 1] - fb[1, 1]) > 1e-3
+    np.testing.assert_allclose(hist_b[-1][0], hist_b[-1][1], rtol=RTOL, atol=ATOL)
+
+
+def test_divergence_of_one_child_leaves_the_others_alone(task, data):
+    """An absurd LR makes child 2 diverge; it freezes, the others train exactly as without it."""
+    calm = (1e-3, 3e-3, 1e-3, 1e-4)
+    wild = (1e-3, 3e-3, 1e8, 1e-4)
+    sgd = dataclasses.replace(task, optimizer="sgd")
+    ref = BatchedChildTrainer(sgd, 4, data=data)
+    ref.reset(calm, SEEDS)
+    bat = BatchedChildTrainer(sgd, 4, data=data)
+    bat.reset(wild, SEEDS)
+    single = ChildTrainer(sgd, data=data)
+    single.reset(wild[2], SEEDS[2])
+    for _ in range(5):
+        res_ref, res_bat = ref.train_steps(10), bat.train_steps(10)
+        single.train_steps(10)
+    f_ref, _ = ref.observe()
+    f_bat, _ = bat.observe()
+    assert bat.diverged.tolist() == [False, False, True, False]
+    assert single.diverged
+    assert bat.step[2] == single.step < 50
+    assert res_bat[2].diverged and res_bat[2].steps == 0
+    assert [r.steps for i, r in enumerate(res_bat) if i != 2] == [10, 10, 10]
+    keep = [0, 1, 3]
+    np.testing.assert_array_equal(f_bat[keep], f_ref[keep])
+    for name, value in single.model.state_dict().items():
+        got = bat.child_state_dict(2)[name]
+        assert torch.equal(torch.isfinite(got), torch.isfinite(value))
+    assert np.isfinite(f_bat[keep]).all()
+
+
+def test_reset_child_restarts_one_child_like_a_fresh_trainer(task, data):
+    batched = BatchedChildTrainer(task, 2, data=data)
+    batched.reset([1e-3, 1e-3], [0, 1])
+    batched.train_steps(15)
+    batched.observe()
+    batched.reset_child(1, 2e-3, 9)
+    batched.train_steps(20)
+    feats, _ = batched.observe()
+    fresh = ChildTrainer(task, data=data)
+    fresh.reset(2e-3, 9)
+    fresh.train_steps(5)   # the out-of-step cursors: child 1 took 20 steps since its reset,
+    fresh.train_steps(15)  # so its batch order restarted while child 0's continued
+    np.testing.assert_allclose(feats[1], fresh.observe()[0], rtol=RTOL, atol=ATOL)
+    assert batched.step.tolist() == [35, 20]
+
+
+def test_unsupported_model_is_refused_by_name(task, data):
+    with pytest.raises(ConfigError, match="task.model.*resnet18.*mlp, lenet5"):
+        BatchedChildTrainer(dataclasses.replace(task, model="resnet18"), 2, data=data)
