@@ -30,19 +30,32 @@ start() {
   # A second node on the same host needs its own agent port (the default 52365 is the head's).
   ray start --address="$address" --num-cpus=1 --num-gpus=1 --resources='{"gpu_worker": 1}' \
     --dashboard-agent-listen-port="${LRS_WORKER_AGENT_PORT:-52366}" --disable-usage-stats
+  for _ in $(seq 30); do  # wait until both nodes have registered
+    [ "$(python -c "import ray; ray.init(address='$address', log_to_driver=False); print(len([n for n in ray.nodes() if n['Alive']]))" 2>/dev/null)" = 2 ] && break
+    sleep 1
+  done
   ray status --address="$address"
   echo "[lrservice] GCS: $address  (lrservice ... --address $address, or RAY_ADDRESS=$address)"
   echo "[lrservice] jobs/dashboard: http://127.0.0.1:$DASHBOARD_PORT  (token: ray get-auth-token)"
   echo "[lrservice] config: resources: {worker_resource: gpu_worker, head_resource: head}"
 }
 
+descendants() {
+  local pid
+  for pid in "$@"; do
+    echo "$pid"
+    descendants $(pgrep -P "$pid" || true)
+  done
+}
+
 stop() {
-  # Ends only the processes started under this script's temp dir, not other Ray instances.
+  # Ends only this script's nodes (processes naming its temp dir or GCS port, and their
+  # children: workers, agents), not other Ray instances on the host; `ray stop` ends all.
   local pids
-  pids=$(pgrep -f -- "$TMP" || true)
+  pids=$(descendants $(pgrep -f -- "$TMP|:$GCS_PORT" || true) | sort -u)
   [ -n "$pids" ] && kill $pids 2>/dev/null || true
-  sleep 2
-  pids=$(pgrep -f -- "$TMP" || true)
+  sleep 3
+  pids=$(for p in $pids; do kill -0 "$p" 2>/dev/null && echo "$p"; done)
   [ -n "$pids" ] && kill -9 $pids 2>/dev/null || true
   echo "[lrservice] stopped the nodes under $TMP"
 }
