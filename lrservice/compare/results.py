@@ -1,0 +1,238 @@
+"""Result tables: the Parquet schemas, rows from Tune results, atomic writes, summaries.
+
+Two tables per run (documented in docs/compare.md): ``steps`` has one row per trial per
+report (every ``task.eval_every`` steps), ``trials`` one summary row per finished trial.
+A trial that Tune restarted from a checkpoint reports some steps twice; rows are
+deduplicated on ``(trial_id, step)``, keeping the later report. Files are written to a
+sibling temp file and ``os.replace``-d, so a reader never sees a partial file.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+STEPS_SCHEMA = pa.schema([
+    ("run_id", pa.string()),
+    ("phase", pa.string()),
+    ("arm", pa.string()),
+    ("trial_id", pa.string()),
+    ("params", pa.string()),
+    ("seed", pa.int64()),
+    ("step", pa.int64()),
+    ("train_loss", pa.float64()),
+    ("val_loss", pa.float64()),
+    ("val_accuracy", pa.float64()),
+    ("lr", pa.float64()),
+    ("elapsed_s", pa.float64()),
+])
+
+TRIALS_SCHEMA = pa.schema([
+    ("run_id", pa.string()),
+    ("phase", pa.string()),
+    ("arm", pa.string()),
+    ("trial_id", pa.string()),
+    ("params", pa.string()),
+    ("seed", pa.int64()),
+    ("steps_done", pa.int64()),
+    ("diverged", pa.bool_()),
+    ("final_val_loss", pa.float64()),
+    ("final_val_accuracy", pa.float64()),
+    ("test_loss", pa.float64()),
+    ("test_accuracy", pa.float64()),
+    ("top5_accuracy", pa.float64()),
+    ("conf_mean_correct", pa.float64()),
+    ("conf_std_correct", pa.float64()),
+    ("class_conf_spread", pa.float64()),
+    ("train_test_loss_gap", pa.float64()),
+    ("steps_to_target", pa.int64()),
+    ("seconds_to_target", pa.float64()),
+    ("wall_s", pa.float64()),
+    ("target_accuracy", pa.float64()),
+])
+
+STEPS_FILE = "steps.parquet"
+TRIALS_FILE = "trials.parquet"
+STEP_METRICS = ("train_loss", "val_loss", "val_accuracy", "lr", "elapsed_s")
+_TRIAL_METRICS = ("steps_done", "test_loss", "test_accuracy", "top5_accuracy", "conf_mean_correct",
+                  "conf_std_correct", "class_conf_spread", "train_test_loss_gap", "steps_to_target",
+                  "seconds_to_target", "target_accuracy")
+
+
+def params_json(spec: Mapping[str, Any]) -> str:
+    """A trial's params as canonical JSON; a PBT trial's (final) ``lr`` is included."""
+    params = dict(spec.get("params", {}))
+    if spec.get("kind") == "pbt" and "lr" in spec:
+        params["lr"] = spec["lr"]
+    return json.dumps(params, sort_keys=True, default=str)
+
+
+def _number(value: Any) -> float | None:
+    if value is None:
+        return None
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        return None
+    return None if math.isnan(value) else value
+
+
+def rows_from_reports(spec: Mapping[str, Any], trial_id: str, reports: Iterable[Mapping[str, Any]],
+                      wall_s: float | None) -> tuple[list[dict], dict | None]:
+    """Step rows and the summary row (None when the trial never finished) from one trial's reports.
+
+    ``reports`` are the trial's reported metric dicts in order, including any that a
+    restart repeated; later reports of a step replace earlier ones.
+    """
+    base = {"run_id": spec["run_id"], "phase": spec["phase"], "arm": spec["arm"], "trial_id": trial_id,
+            "params": params_json(spec), "seed": int(spec["seed"])}
+    by_step: dict[int, dict] = {}
+    final = None
+    for report in reports:
+        step = _number(report.get("step"))
+        if step is None:
+            continue
+        by_step[int(step)] = {**base, "step": int(step), **{k: _number(report.get(k)) for k in STEP_METRICS}}
+        if _is_true(report.get("final")):
+            final = report
+    steps = [by_step[s] for s in sorted(by_step)]
+    if final is None:
+        return steps, None
+    summary = {**base, **{k: _number(final.get(k)) for k in _TRIAL_METRICS},
+               "diverged": _is_true(final.get("diverged")),
+               "final_val_loss": _number(final.get("val_loss")),
+               "final_val_accuracy": _number(final.get("val_accuracy")),
+               "wall_s": _number(wall_s)}
+    for key in ("steps_done", "steps_to_target"):
+        if summary[key] is not None:
+            summary[key] = int(summary[key])
+    return steps, summary
+
+
+def _is_true(value: Any) -> bool:
+    if isinstance(value, str):
+        return value.strip().lower() in ("true", "1")
+    try:
+        return bool(value) and not (isinstance(value, float) and math.isnan(value))
+    except (TypeError, ValueError):
+        return False
+
+
+def to_table(rows: list[dict] | pd.DataFrame, schema: pa.Schema) -> pa.Table:
+    """Rows as an Arrow table with exactly ``schema``'s columns and types (None stays null)."""
+    if isinstance(rows, pd.DataFrame):
+        rows = rows.to_dict("records")
+    columns = {}
+    for f in schema:
+        values = [_cell(r.get(f.name)) for r in rows]
+        columns[f.name] = pa.array(values, type=f.type)
+    return pa.table(columns, schema=schema)
+
+
+def _cell(value: Any) -> Any:
+    if value is None:
+        return None
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if hasattr(value, "item"):
+        value = value.item()
+        if isinstance(value, float) and math.isnan(value):
+            return None
+    return value
+
+
+def dedupe_steps(table: pa.Table) -> pa.Table:
+    """Keep the last row of each ``(trial_id, step)``, sorted by phase order, trial and step."""
+    df = table.to_pandas()
+    if df.empty:
+        return table
+    df = df.drop_duplicates(["trial_id", "step"], keep="last").sort_values(["trial_id", "step"], kind="stable")
+    return to_table(df, table.schema)
+
+
+def dedupe_trials(table: pa.Table) -> pa.Table:
+    """Keep the last summary row of each ``trial_id``."""
+    df = table.to_pandas()
+    if df.empty:
+        return table
+    df = df.drop_duplicates(["trial_id"], keep="last")
+    return to_table(df, table.schema)
+
+
+def write_atomic(table: pa.Table, path: str | os.PathLike) -> Path:
+    """Write ``table`` to ``path`` via a sibling temp file and ``os.replace`` (never a partial file)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        pq.write_table(table, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def read_table(path: str | os.PathLike, schema: pa.Schema) -> pd.DataFrame:
+    """A Parquet file as a DataFrame, checked against ``schema`` (column names and types)."""
+    table = pq.read_table(path)
+    if not table.schema.equals(schema, check_metadata=False):
+        raise ValueError(f"{path}: schema {table.schema} does not match lrservice's {schema}")
+    return table.to_pandas()
+
+
+def combine(parts: Iterable[str | os.PathLike], schema: pa.Schema, key: str) -> pa.Table:
+    """Concatenate part files in order and dedupe (``steps`` or ``trials`` by ``key``)."""
+    tables = [pq.read_table(p) for p in parts if Path(p).exists()]
+    table = pa.concat_tables(tables) if tables else schema.empty_table()
+    return dedupe_steps(table) if key == "steps" else dedupe_trials(table)
+
+
+def arm_summary(trials: pd.DataFrame, phase: str = "eval") -> pd.DataFrame:
+    """Ranked arms of ``phase``: mean and std over seeds, best (lowest final val loss) first.
+
+    Diverged trials count in ``diverged`` and their NaN losses are left out of means;
+    ``reached`` counts seeds that hit the target accuracy and ``steps_to_target`` is
+    averaged over those.
+    """
+    df = trials[trials["phase"] == phase]
+    rows = []
+    for arm, g in df.groupby("arm", sort=False):
+        row = {"arm": arm, "seeds": int(len(g)), "diverged": int(g["diverged"].sum()),
+               "reached": int(g["steps_to_target"].notna().sum())}
+        for col in ("final_val_loss", "test_loss", "test_accuracy", "steps_to_target"):
+            values = g[col].astype("float64")
+            row[f"{col}_mean"] = float(values.mean()) if values.notna().any() else math.nan
+            row[f"{col}_std"] = float(values.std(ddof=0)) if values.notna().any() else math.nan
+        rows.append(row)
+    out = pd.DataFrame(rows)
+    if out.empty:
+        return out
+    out = out.sort_values(["final_val_loss_mean", "arm"], na_position="last", kind="stable").reset_index(drop=True)
+    out.insert(0, "rank", range(1, len(out) + 1))
+    return out
+
+
+def format_summary(summary: pd.DataFrame) -> str:
+    """The ranked table as fixed-width text (also valid Markdown)."""
+    if summary.empty:
+        return "(no finished eval trials)"
+    head = ["rank", "arm", "seeds", "final val loss", "test loss", "test acc", "steps to target", "reached", "diverged"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
+    pm = lambda r, c, f: "n/a" if math.isnan(r[f"{c}_mean"]) else f"{r[f'{c}_mean']:{f}} ± {r[f'{c}_std']:{f}}"
+    for _, r in summary.iterrows():
+        cells = [str(r["rank"]), r["arm"], str(r["seeds"]), pm(r, "final_val_loss", ".4f"), pm(r, "test_loss", ".4f"),
+                 pm(r, "test_accuracy", ".4f"), pm(r, "steps_to_target", ".0f"),
+                 f"{r['reached']}/{r['seeds']}", str(r["diverged"])]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)

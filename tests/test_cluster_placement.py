@@ -1,0 +1,113 @@
+"""On a simulated two-node cluster (CPU head + worker with a logical GPU), Tune trials
+requesting ``plan_placement(...).trial`` run on the worker node, never the head."""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+from ray import cloudpickle
+
+from lrservice.config import ResourcesConfig
+from lrservice.runtime import CUSTOM_FRACTION, plan_placement
+
+pytestmark = pytest.mark.slow
+cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers cannot import test modules
+
+
+def _node_ids(cluster) -> tuple[str, str]:
+    return cluster.head_node.node_id, next(iter(cluster.worker_nodes)).node_id
+
+
+def _trial(config):
+    """Train a tiny child for a few steps and record where it ran."""
+    import os
+
+    import ray
+    import torch
+    from ray import tune
+
+    from lrservice.child.trainer import ChildTrainer
+    from lrservice.config import TaskConfig
+
+    torch.set_num_threads(1)
+    task = TaskConfig(dataset="digits", model="mlp", batch_size=32, steps=20, val_subset=64)
+    child = ChildTrainer(task, device="cpu")
+    child.reset(config["lr"], seed=0)
+    result = child.train_steps(20)
+    ctx = ray.get_runtime_context()
+    tune.report({
+        "node_id": ctx.get_node_id(),
+        "gpu_ids": ",".join(map(str, ray.get_gpu_ids())),
+        "cuda_visible": os.environ.get("CUDA_VISIBLE_DEVICES", ""),
+        "mean_loss": result.mean_loss,
+        "steps": result.steps,
+    })
+
+
+def test_live_cluster_placement_decision(simulated_cluster):
+    import ray
+
+    live = plan_placement(ResourcesConfig(gpus_per_trial=1, worker_resource="gpu_worker", head_resource="head"))
+    assert live.trial == {"cpu": 1.0, "gpu": 1.0, "gpu_worker": CUSTOM_FRACTION} and live.uses_gpu
+    assert live.learner_custom == {"head": CUSTOM_FRACTION}
+    assert plan_placement(ResourcesConfig(), ray.cluster_resources()) == plan_placement(ResourcesConfig())
+
+
+PLACEMENTS = {
+    "worker_resource": ResourcesConfig(worker_resource="gpu_worker"),  # pinned by the custom resource
+    "gpu": ResourcesConfig(gpus_per_trial=1.0),                        # pinned by the (logical) GPU
+}
+
+
+def test_tune_trials_land_on_the_gpu_worker(simulated_cluster, tmp_path):
+    """One trial per way of pinning; both must run on the worker (the head has a free CPU too)."""
+    from ray import tune
+
+    head_id, worker_id = _node_ids(simulated_cluster)
+    requests = {name: plan_placement(res).trial for name, res in PLACEMENTS.items()}
+    assert requests["worker_resource"] == {"cpu": 1.0, "gpu_worker": CUSTOM_FRACTION}
+    assert requests["gpu"] == {"cpu": 1.0, "gpu": 1.0}
+    tuner = tune.Tuner(
+        tune.with_resources(_trial, lambda config: requests[config["pin"]]),
+        param_space={"pin": tune.grid_search(list(PLACEMENTS)), "lr": 1e-2},
+        run_config=tune.RunConfig(storage_path=str(tmp_path), name="placement", verbose=0),
+    )
+    results = tuner.fit()
+    assert not results.errors
+    frame = results.get_dataframe().set_index("config/pin")
+    assert sorted(frame.index) == sorted(PLACEMENTS)
+    assert set(frame["node_id"]) == {worker_id} and head_id != worker_id
+    assert (frame["steps"] == 20).all() and frame["mean_loss"].notna().all()
+    assert frame.loc["gpu", "gpu_ids"] == "0" and frame.loc["gpu", "cuda_visible"] == "0"
+    assert frame.loc["worker_resource", "gpu_ids"] == ""
+
+
+def test_ppo_env_runners_on_the_worker_and_learner_on_the_head(simulated_cluster):
+    """The Placement's env-runner and learner requests, applied to a PPOConfig as DESIGN.md
+    describes, put the env runner on the GPU worker and the learner on the head."""
+    import ray
+    from ray.rllib.algorithms.ppo import PPOConfig
+
+    head_id, worker_id = _node_ids(simulated_cluster)
+    placement = plan_placement(ResourcesConfig(worker_resource="gpu_worker", head_resource="head"))
+    config = (
+        PPOConfig()
+        .environment("CartPole-v1")
+        .env_runners(num_env_runners=1, num_cpus_per_env_runner=placement.env_runner_cpus,
+                     num_gpus_per_env_runner=placement.env_runner_gpus,
+                     custom_resources_per_env_runner=placement.env_runner_custom, rollout_fragment_length=100)
+        .learners(num_learners=1, num_cpus_per_learner=1, custom_resources_per_learner=placement.learner_custom)
+        .training(train_batch_size_per_learner=200, minibatch_size=100, num_epochs=1)
+    )
+    algo = config.build_algo()
+    try:
+        result = algo.train()
+        node = lambda _: ray.get_runtime_context().get_node_id()  # noqa: E731
+        runner_nodes = algo.env_runner_group.foreach_env_runner(node, local_env_runner=False)
+        learner_nodes = [call.get() for call in algo.learner_group.foreach_learner(node)]  # RemoteCallResults
+        assert runner_nodes == [worker_id]
+        assert learner_nodes == [head_id]
+        assert result["env_runners"]["num_env_steps_sampled_lifetime"] >= 200
+    finally:
+        algo.stop()

@@ -1,0 +1,130 @@
+"""Fault tolerance on real Ray: a Tune trial whose worker process is SIGKILLed resumes from
+its last checkpoint, and a PPO run whose env-runner actor is killed keeps training."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+from ray import cloudpickle
+
+pytestmark = pytest.mark.slow
+cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers cannot import test modules
+
+TOTAL_STEPS = 120
+CHUNK = 20
+KILL_AFTER = 60
+
+
+def _child_trial(config):
+    """Train a digits MLP in chunks, checkpointing model+optimizer after each chunk. On the
+    first attempt (no marker file) the worker process kills itself with SIGKILL mid-run."""
+    import torch
+    from ray import tune
+
+    from lrservice.child.trainer import ChildTrainer
+    from lrservice.config import TaskConfig
+
+    torch.set_num_threads(1)
+    task = TaskConfig(dataset="digits", model="mlp", batch_size=32, steps=TOTAL_STEPS, val_subset=64)
+    child = ChildTrainer(task, device="cpu")
+    child.reset(config["lr"], seed=0)
+    step, resumed_from, restored_val_loss = 0, 0, None
+    checkpoint = tune.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as d:
+            state = torch.load(Path(d) / "child.pt", weights_only=False)
+        child.model.load_state_dict(state["model"])
+        child.optimizer.load_state_dict(state["optimizer"])
+        step = resumed_from = state["step"]
+        restored_val_loss = child.evaluate("val").loss
+    marker = Path(config["marker"])
+    while step < TOTAL_STEPS:
+        result = child.train_steps(CHUNK)
+        step += result.steps
+        val = child.evaluate("val")
+        with tempfile.TemporaryDirectory() as d:
+            torch.save({"model": child.model.state_dict(), "optimizer": child.optimizer.state_dict(),
+                        "step": step}, Path(d) / "child.pt")
+            tune.report({"step": step, "val_loss": val.loss, "resumed_from": resumed_from,
+                         "restored_val_loss": restored_val_loss, "pid": os.getpid()},
+                        checkpoint=tune.Checkpoint.from_directory(d))
+        if step >= KILL_AFTER and not marker.exists():
+            marker.write_text(str(os.getpid()))
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
+def test_killed_trial_resumes_from_its_checkpoint(ray_local, tmp_path):
+    from ray import tune
+
+    marker = tmp_path / "killed-once"
+    tuner = tune.Tuner(
+        tune.with_resources(_child_trial, {"cpu": 1}),
+        param_space={"lr": 1e-2, "marker": str(marker)},
+        run_config=tune.RunConfig(storage_path=str(tmp_path / "tune"), name="ft", verbose=0,
+                                  failure_config=tune.FailureConfig(max_failures=1)),
+    )
+    result = tuner.fit()[0]
+    assert result.error is None
+    assert marker.exists(), "the first attempt never killed itself"
+    history = result.metrics_dataframe
+    final = result.metrics
+    assert final["step"] == TOTAL_STEPS
+    killed_pid = int(marker.read_text())
+    before = history[history["pid"] == killed_pid]
+    after = history[history["pid"] != killed_pid]
+    assert not after.empty and before["step"].max() == KILL_AFTER
+    # The retry started from the last checkpoint (step 60), not from scratch ...
+    assert set(after["resumed_from"]) == {KILL_AFTER}
+    assert after["step"].min() == KILL_AFTER + CHUNK
+    # ... with the checkpointed weights: the restored model's validation loss recomputed in
+    # the new process equals the one the killed process reported with that checkpoint.
+    saved_loss = float(before.loc[before["step"] == KILL_AFTER, "val_loss"].iloc[0])
+    assert after["restored_val_loss"].iloc[0] == pytest.approx(saved_loss, rel=1e-6)
+
+
+def _ppo_config():
+    """A small PPO on CartPole with one remote env runner and env-runner fault tolerance on."""
+    from ray.rllib.algorithms.ppo import PPOConfig
+
+    return (
+        PPOConfig()
+        .environment("CartPole-v1")
+        .env_runners(num_env_runners=1, num_cpus_per_env_runner=1, rollout_fragment_length=100)
+        .learners(num_learners=0)
+        .training(train_batch_size_per_learner=200, minibatch_size=100, num_epochs=1)
+        .fault_tolerance(restart_failed_env_runners=True, max_num_env_runner_restarts=3,
+                         delay_between_env_runner_restarts_s=0.0, env_runner_health_probe_timeout_s=10)
+        .debugging(seed=0)
+    )
+
+
+def test_killed_env_runner_is_restarted_and_training_continues(ray_local):
+    import ray
+
+    algo = _ppo_config().build_algo()
+    try:
+        runners = algo.env_runner_group
+        before = algo.train()
+        assert runners.num_healthy_remote_env_runners() == 1 and runners.num_remote_worker_restarts() == 0
+        victim = runners._worker_manager.actors()[runners.healthy_env_runner_ids()[0]]
+        victim_pid = ray.get(victim.apply.remote(lambda runner: __import__("os").getpid()))
+        ray.kill(victim, no_restart=False)  # a crash: Ray restarts the actor, RLlib probes and restores it
+
+        results = []
+        while len(results) < 8 and (len(results) < 3 or runners.num_remote_worker_restarts() < 1
+                                    or runners.num_healthy_remote_env_runners() < 1):
+            results.append(algo.train())
+        assert results[-1]["training_iteration"] == before["training_iteration"] + len(results)
+        assert runners.num_remote_worker_restarts() >= 1
+        assert runners.num_healthy_remote_env_runners() == 1
+        new_pid = runners.foreach_env_runner(lambda runner: __import__("os").getpid(), local_env_runner=False)
+        assert new_pid and victim_pid not in new_pid
+        sampled = algo.train()["env_runners"]["num_env_steps_sampled_lifetime"]
+        assert sampled > results[-1]["env_runners"]["num_env_steps_sampled_lifetime"]  # the new runner samples
+    finally:
+        algo.stop()

@@ -1,0 +1,194 @@
+"""``ray job submit`` to a real head started with ``ray start`` and token auth on
+(``RAY_AUTH_MODE=token``, token in ``RAY_AUTH_TOKEN``): the job runs ``lrservice compare``
+from an uploaded working dir and writes Parquet to an absolute output dir; clients
+without the token (or with a wrong one) are refused."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+RAY = str(Path(sys.executable).with_name("ray"))
+pytestmark = pytest.mark.slow
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _tree(root: int) -> list[int]:
+    """``root`` and all its descendants, from /proc (no psutil needed)."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue
+            ppid = int(stat.rsplit(")", 1)[1].split()[1])
+            children.setdefault(ppid, []).append(int(entry))
+    out, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        out.append(pid)
+        todo.extend(children.get(pid, []))
+    return out
+
+
+def _naming(text: str) -> list[int]:
+    pids = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit() and int(entry) != os.getpid():
+            try:
+                if text in Path(f"/proc/{entry}/cmdline").read_bytes().decode(errors="replace"):
+                    pids.append(int(entry))
+            except OSError:
+                pass
+    return pids
+
+
+class TokenHead:
+    """``ray start --head --block`` on free 127.0.0.1 ports, in its own temp dir and HOME,
+    with token auth on. ``stop()`` SIGKILLs exactly its process tree (never ``ray stop``,
+    which would end every Ray instance on the host)."""
+
+    def __init__(self, workdir: Path):
+        self.tmp = Path(tempfile.mkdtemp(prefix="lrs-head-"))  # short: socket path limit
+        self.token = secrets.token_hex(16)
+        self.ports = {name: _free_port() for name in (
+            "port", "dashboard-port", "node-manager-port", "object-manager-port", "ray-client-server-port",
+            "dashboard-agent-listen-port", "dashboard-agent-grpc-port", "runtime-env-agent-port",
+            "metrics-export-port")}
+        self.url = f"http://127.0.0.1:{self.ports['dashboard-port']}"
+        home = workdir / "home"
+        home.mkdir()
+        base = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
+        base.update(HOME=str(home), PYTHONUNBUFFERED="1", RAY_DEDUP_LOGS="0",
+                    PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
+        self.env_without_token = base
+        self.env = {**base, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": self.token}
+        self.proc: subprocess.Popen | None = None
+        self.log = workdir / "head.log"
+
+    def start(self, timeout: float = 90) -> None:
+        cmd = [RAY, "start", "--head", "--block", "--node-ip-address=127.0.0.1", "--dashboard-host=127.0.0.1",
+               "--include-dashboard=true", "--num-cpus=2", "--num-gpus=0", f"--temp-dir={self.tmp}",
+               "--disable-usage-stats", "--min-worker-port=0", "--max-worker-port=0"]
+        cmd += [f"--{name}={port}" for name, port in self.ports.items()]
+        self.proc = subprocess.Popen(cmd, env=self.env, stdout=self.log.open("w"), stderr=subprocess.STDOUT,
+                                     start_new_session=True)
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"ray start exited {self.proc.returncode}: {self.log.read_text()[-3000:]}")
+            if self.http("/api/jobs/", token=self.token)[0] == 200:
+                return
+            time.sleep(0.5)
+        raise TimeoutError(f"the head's job API did not come up: {self.log.read_text()[-3000:]}")
+
+    def http(self, path: str, token: str | None = None) -> tuple[int, str]:
+        request = urllib.request.Request(self.url + path)
+        if token is not None:
+            request.add_header("Authorization", f"Bearer {token}")
+        try:
+            with urllib.request.urlopen(request, timeout=5) as response:
+                return response.status, response.read().decode()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read().decode(errors="replace")
+        except OSError as exc:
+            return 0, str(exc)
+
+    def ray_cli(self, *args: str, token: bool = True, timeout: float = 300) -> subprocess.CompletedProcess:
+        return subprocess.run([RAY, *args], env=self.env if token else self.env_without_token,
+                              capture_output=True, text=True, timeout=timeout)
+
+    def stop(self) -> None:
+        pids: set[int] = set(_naming(str(self.tmp)))
+        if self.proc is not None:
+            pids.update(_tree(self.proc.pid))
+        for pid in pids:
+            for extra in _tree(pid):
+                pids.add(extra)
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        if self.proc is not None:
+            self.proc.wait(timeout=30)
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def token_head(tmp_path_factory):
+    head = TokenHead(tmp_path_factory.mktemp("head"))
+    try:
+        head.start()
+        yield head
+    finally:
+        head.stop()
+
+
+def test_clients_without_the_token_are_refused(token_head):
+    assert token_head.http("/api/jobs/")[0] == 401                      # no token
+    assert token_head.http("/api/jobs/", token="wrong")[0] == 403       # wrong token
+    status, body = token_head.http("/api/jobs/", token=token_head.token)
+    assert status == 200 and isinstance(json.loads(body), list)
+
+    refused = token_head.ray_cli("job", "list", "--address", token_head.url, token=False, timeout=120)
+    assert refused.returncode != 0
+    assert "Missing authentication token" in refused.stderr or "Unauthorized" in refused.stderr
+
+
+TINY_COMPARE = """\
+task: {{dataset: digits, model: mlp, batch_size: 32, steps: 60, val_subset: 64, eval_every: 20}}
+compare:
+  name: job
+  arms:
+    - {{name: constant, kind: constant, grid: {{lr: [0.01]}}}}
+  tune_seeds: [100]
+  seeds: [0]
+  target_accuracy: 0.5
+  max_failures: 0
+  output_dir: {output_dir}
+resources: {{num_cpus: 2, cpus_per_trial: 1}}
+"""
+
+
+def test_job_submit_runs_lrservice_compare_with_token_auth(token_head, tmp_path):
+    """The documented command, verbatim: ray job submit --working-dir . -- lrservice compare --config ..."""
+    output_dir = tmp_path / "results"  # absolute: the entrypoint runs in a temporary unpacked copy
+    workdir = tmp_path / "working_dir"
+    shutil.copytree(ROOT, workdir, ignore=shutil.ignore_patterns(".git", "results", "__pycache__", "*.egg-info",
+                                                                 ".pytest_cache", "data", ".benchmarks"))
+    (workdir / "job.yaml").write_text(TINY_COMPARE.format(output_dir=output_dir))
+    run = token_head.ray_cli("job", "submit", "--address", token_head.url, "--working-dir", str(workdir),
+                             "--submission-id", "lrs-compare", "--", "lrservice", "compare", "--config", "job.yaml")
+    logs = token_head.ray_cli("job", "logs", "--address", token_head.url, "lrs-compare").stdout
+    assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-4000:]
+    status = token_head.ray_cli("job", "status", "--address", token_head.url, "lrs-compare")
+    assert "SUCCEEDED" in status.stdout + status.stderr
+    assert "[lrservice]" in logs
+    tables = sorted((output_dir / "job").rglob("*.parquet"))
+    assert tables, f"no Parquet under {output_dir}; job log:\n{logs[-3000:]}"
+    import pandas as pd
+
+    for table in tables:
+        assert len(pd.read_parquet(table)) > 0
