@@ -210,9 +210,20 @@ class CompareConfig:
             raise ConfigError(f"{path}.tune_seeds: give at least one seed when an arm has a grid")
 
 
+RECOMMEND_METRICS = ("val_accuracy", "val_loss")
+DEFAULT_BASE_LR = {"adam": 1e-3, "sgd": 1e-2, "momentum": 1e-2}
+
+
 @dataclass(frozen=True)
 class RecommendConfig:
-    """LRBench selection: target accuracy, iteration budget and search size."""
+    """LRBench selection: target accuracy, iteration budget and search size.
+
+    ``base_lr`` (default: 1e-3 for Adam, 1e-2 for SGD) is FIX's reference LR; sampled LRs
+    span ``[lr_min, lr_max]`` (default ``[base_lr/10, 30*base_lr]``). ASHA stops trials at
+    ``grace_fraction`` of the budget at the earliest. ``compose_fractions`` are the
+    composition boundaries as fractions of the budget; ``lr_scales`` the base-LR factors of
+    the robustness check (run on the first verify seed).
+    """
 
     target_accuracy: float = 0.9
     budget: int = 1000
@@ -220,12 +231,53 @@ class RecommendConfig:
     top_k: int = 4
     verify_seeds: tuple[int, ...] = (11, 12, 13)
     output_dir: str = "results"
+    name: str = "recommend"
+    base_lr: float | None = None
+    lr_min: float | None = None
+    lr_max: float | None = None
+    metric: str = "val_accuracy"
+    grace_fraction: float = 0.1
+    reduction_factor: int = 3
+    compose_fractions: tuple[float, ...] = (0.5, 0.75)
+    num_composites: int = 3
+    lr_scales: tuple[float, ...] = (0.1, 0.5, 5.0, 10.0)
+    max_concurrent_trials: int = 0
 
     def validate(self, path: str = "recommend") -> None:
         if not 0 < self.target_accuracy <= 1:
             raise ConfigError(f"{path}.target_accuracy: {self.target_accuracy!r} is not allowed; it must be in (0, 1]")
         for name in ("budget", "num_samples", "top_k"):
             _positive(f"{path}.{name}", getattr(self, name))
+        _choice(f"{path}.metric", self.metric, RECOMMEND_METRICS)
+        if not self.verify_seeds:
+            raise ConfigError(f"{path}.verify_seeds: give at least one seed")
+        if not self.name or not str(self.name).replace("-", "").replace("_", "").isalnum():
+            raise ConfigError(f"{path}.name: {self.name!r} is not allowed; use letters, digits, '-' and '_'")
+        for name in ("base_lr", "lr_min", "lr_max"):
+            if getattr(self, name) is not None:
+                _positive(f"{path}.{name}", getattr(self, name))
+        if self.lr_min is not None and self.lr_max is not None and self.lr_min >= self.lr_max:
+            raise ConfigError(f"{path}.lr_min: {self.lr_min!r} must be below lr_max ({self.lr_max!r})")
+        if not 0 < self.grace_fraction <= 1:
+            raise ConfigError(f"{path}.grace_fraction: {self.grace_fraction!r} is not allowed; it must be in (0, 1]")
+        if self.reduction_factor < 2:
+            raise ConfigError(f"{path}.reduction_factor: {self.reduction_factor!r} is not allowed; it must be an integer >= 2")
+        for i, f in enumerate(self.compose_fractions):
+            if not 0 < f < 1:
+                raise ConfigError(f"{path}.compose_fractions[{i}]: {f!r} is not allowed; it must be in (0, 1)")
+        _positive(f"{path}.num_composites", self.num_composites, allow_zero=True)
+        for i, s in enumerate(self.lr_scales):
+            _positive(f"{path}.lr_scales[{i}]", s)
+        _positive(f"{path}.max_concurrent_trials", self.max_concurrent_trials, allow_zero=True)
+
+    def lr_range(self, optimizer: str) -> tuple[float, float, float]:
+        """``(base_lr, lr_min, lr_max)`` with the optimizer's defaults filled in."""
+        base = self.base_lr if self.base_lr is not None else DEFAULT_BASE_LR[optimizer]
+        lo = self.lr_min if self.lr_min is not None else base / 10
+        hi = self.lr_max if self.lr_max is not None else base * 30
+        if not lo <= base <= hi:
+            raise ConfigError(f"recommend.base_lr: {base!r} is not allowed; it must lie in [lr_min, lr_max] = [{lo}, {hi}]")
+        return base, lo, hi
 
 
 @dataclass(frozen=True)

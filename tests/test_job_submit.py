@@ -162,8 +162,7 @@ task: {{dataset: digits, model: mlp, batch_size: 32, steps: 60, val_subset: 64, 
 compare:
   name: job
   arms:
-    - {{name: constant, kind: constant, grid: {{lr: [0.01]}}}}
-  tune_seeds: [100]
+    - {{name: constant, kind: constant, params: {{lr: 0.01}}}}
   seeds: [0]
   target_accuracy: 0.5
   max_failures: 0
@@ -180,11 +179,12 @@ def test_job_submit_runs_lrservice_compare_with_token_auth(token_head, tmp_path)
                                                                  ".pytest_cache", "data", ".benchmarks"))
     (workdir / "job.yaml").write_text(TINY_COMPARE.format(output_dir=output_dir))
     run = token_head.ray_cli("job", "submit", "--address", token_head.url, "--working-dir", str(workdir),
-                             "--submission-id", "lrs-compare", "--", "lrservice", "compare", "--config", "job.yaml")
+                             "--submission-id", "lrs-compare", "--", "lrservice", "compare", "--config", "job.yaml",
+                             "--no-report")
     logs = token_head.ray_cli("job", "logs", "--address", token_head.url, "lrs-compare").stdout
     assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-4000:]
-    status = token_head.ray_cli("job", "status", "--address", token_head.url, "lrs-compare")
-    assert "SUCCEEDED" in status.stdout + status.stderr
+    code, body = token_head.http("/api/jobs/lrs-compare", token=token_head.token)
+    assert code == 200 and json.loads(body)["status"] == "SUCCEEDED"
     assert "[lrservice]" in logs
     tables = sorted((output_dir / "job").rglob("*.parquet"))
     assert tables, f"no Parquet under {output_dir}; job log:\n{logs[-3000:]}"

@@ -52,6 +52,7 @@ class LRDriver:
             self.scheduler = PolicyScheduler(trainer.optimizer, policy_from_dict(params))
         elif self.kind == "controller":
             self.controller = _controller(params["checkpoint"])
+            getattr(self.controller, "reset", lambda: None)()  # cached per worker: forget the last trial
             self.action_every = int(self.controller.action_every)
             trainer.lr = params["lr"]
         elif self.kind == "pbt":
@@ -224,6 +225,7 @@ def _final_metrics(trainer, history: Mapping[str, list], target: float) -> dict:
     train = trainer.evaluate("train") if finite else None
     reached = cost(history["steps"], history["accuracies"], history["seconds"], target)
     nan = math.nan
+    util = {k: (nan if v is None else v) for k, v in util.items()}  # e.g. no correct prediction: no confidence
     return {
         "steps_done": trainer.step,
         "diverged": bool(trainer.diverged or not finite),

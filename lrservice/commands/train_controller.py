@@ -1,0 +1,57 @@
+"""``lrservice train-controller``: train the learned LR controller (1909.09712) with RLlib PPO.
+
+    lrservice train-controller --config configs/digits-mlp.yaml
+    lrservice train-controller --config configs/digits-mlp.yaml --iterations 40 --resume
+    lrservice train-controller --config configs/digits-mlp.yaml --output results/ctrl-a
+
+Prints one line per PPO iteration, checkpoints every controller.checkpoint_every iterations
+and at the end into OUTPUT/checkpoints/iter_N, and logs iterations to OUTPUT/training_log.parquet.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    from lrservice.runtime import add_address_argument
+
+    parser = subparsers.add_parser(
+        "train-controller", help="train the learned LR controller with RLlib PPO",
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--config", required=True, help="YAML/JSON run config (task and controller sections)")
+    parser.add_argument("--iterations", type=int, default=None,
+                        help="total PPO iterations (default: controller.iterations); with --resume, the total to reach")
+    parser.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in the output dir")
+    parser.add_argument("--output", default=None, help="output directory (default: controller.checkpoint_dir)")
+    parser.add_argument("--download", action="store_true", help="let torchvision datasets download into task.data_dir")
+    add_address_argument(parser)
+    parser.set_defaults(func=run)
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from lrservice.config import ConfigError, load_config
+    from lrservice.runtime import with_address
+
+    if args.iterations is not None and args.iterations < 1:
+        raise ConfigError(f"--iterations: {args.iterations!r} is not allowed; it must be an integer >= 1")
+    config = load_config(args.config)
+    changes = {"resources": with_address(config.resources, args.address)}
+    if args.download:
+        changes["task"] = dataclasses.replace(config.task, download=True)
+    config = config.replace(**changes)
+
+    import torch
+
+    torch.set_num_threads(1)
+    from lrservice.control.training import train_controller
+
+    output = args.output or config.controller.checkpoint_dir
+    path = train_controller(config, output, iterations=args.iterations, resume=args.resume,
+                            log=lambda line: print(line, flush=True))
+    print(f"[lrservice] controller checkpoint: {path}", flush=True)
+    return 0

@@ -1,0 +1,223 @@
+"""The controller's PPO training loop: progress lines, checkpoints, resume, a Parquet log.
+
+Output directory layout (``output_dir``)::
+
+    checkpoints/iter_000005/      algo.save_to_path(...) plus controller.json (task + controller
+                                  sections, so a checkpoint knows its action semantics)
+    LATEST                        the name of the newest complete checkpoint
+    training_log.parquet          one row per PPO iteration (see LOG_COLUMNS), written atomically
+
+``--resume`` rebuilds the algorithm from the current config, restores the newest checkpoint
+and continues up to the requested total number of iterations; log rows past that checkpoint
+(work that was lost) are dropped.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+from lrservice.config import ConfigError, RunConfig, config_from_dict
+
+Log = Callable[[str], None]
+CHECKPOINTS = "checkpoints"
+LATEST = "LATEST"
+LOG_FILE = "training_log.parquet"
+META_FILE = "controller.json"
+LOG_COLUMNS = (
+    "iteration", "episode_return_mean", "episode_len_mean", "final_val_loss", "final_val_accuracy",
+    "diverged_frac", "lr_start", "lr_min", "lr_median", "lr_max", "lr_end", "episodes",
+    "env_steps", "env_steps_lifetime", "env_steps_per_s", "iteration_s", "wall_s", "checkpoint",
+)
+
+
+def checkpoint_name(iteration: int) -> str:
+    return f"iter_{iteration:06d}"
+
+
+def latest_checkpoint(output_dir: str | os.PathLike) -> Path | None:
+    """The newest complete checkpoint under ``output_dir`` (via ``LATEST``), or None."""
+    out = Path(output_dir)
+    marker = out / LATEST
+    if marker.is_file():
+        path = out / CHECKPOINTS / marker.read_text().strip()
+        if (path / META_FILE).is_file():
+            return path
+    done = sorted(p for p in (out / CHECKPOINTS).glob("iter_*") if (p / META_FILE).is_file())
+    return done[-1] if done else None
+
+
+def read_metadata(checkpoint: str | os.PathLike) -> dict:
+    """``controller.json`` of a checkpoint: iteration, env steps, task and controller sections."""
+    path = Path(checkpoint) / META_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{checkpoint}: not a controller checkpoint (no {META_FILE}); "
+                                "give a directory written by `lrservice train-controller`")
+    return json.loads(path.read_text())
+
+
+def _metric(results: Mapping[str, Any], key: str) -> float:
+    value = results.get(key)
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        return math.nan
+    return value
+
+
+def iteration_row(result: Mapping[str, Any], iteration: int, steps_before: float, seconds: float,
+                  wall: float) -> dict:
+    """One log row from an ``algo.train()`` result."""
+    from lrservice.control.ppo import DIVERGED, FINAL_VAL_ACCURACY, FINAL_VAL_LOSS, LR_KEYS
+
+    runners = result.get("env_runners", {})
+    lifetime = _metric(runners, "num_env_steps_sampled_lifetime")
+    if math.isnan(lifetime):
+        lifetime = _metric(result, "num_env_steps_sampled_lifetime")
+    steps = lifetime - steps_before
+    row = {
+        "iteration": iteration,
+        "episode_return_mean": _metric(runners, "episode_return_mean"),
+        "episode_len_mean": _metric(runners, "episode_len_mean"),
+        "final_val_loss": _metric(runners, FINAL_VAL_LOSS),
+        "final_val_accuracy": _metric(runners, FINAL_VAL_ACCURACY),
+        "diverged_frac": _metric(runners, DIVERGED),
+        **{key: _metric(runners, key) for key in LR_KEYS},
+        "episodes": _metric(runners, "num_episodes"),
+        "env_steps": steps,
+        "env_steps_lifetime": lifetime,
+        "env_steps_per_s": steps / seconds if seconds > 0 else math.nan,
+        "iteration_s": seconds,
+        "wall_s": wall,
+        "checkpoint": "",
+    }
+    return row
+
+
+def progress_line(row: Mapping[str, Any], total: int) -> str:
+    """``[lrservice] iter 3/20 return -41.2 final val loss 0.312 lr 1e-03->2.1e-03 (min .. max) ...``."""
+    return (f"[lrservice] iter {row['iteration']}/{total}  return {row['episode_return_mean']:.3f}  "
+            f"final val loss {row['final_val_loss']:.4f}  "
+            f"lr {row['lr_start']:.2e}->{row['lr_end']:.2e} (min {row['lr_min']:.2e} median {row['lr_median']:.2e} "
+            f"max {row['lr_max']:.2e})  {row['env_steps_per_s']:.1f} env steps/s  "
+            f"{row['iteration_s']:.1f} s/iter  wall {row['wall_s']:.0f} s")
+
+
+def write_log(rows: list[dict], path: Path) -> None:
+    """The training log as Parquet, atomically: a sibling temp file, then ``os.replace``."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    columns = {name: [row.get(name) for row in rows] for name in LOG_COLUMNS}
+    fields = [pa.field(name, pa.string() if name == "checkpoint" else
+                       pa.int64() if name == "iteration" else pa.float64()) for name in LOG_COLUMNS]
+    table = pa.table(columns, schema=pa.schema(fields))
+    tmp = path.with_name(f".{path.name}.tmp")
+    pq.write_table(table, tmp)
+    os.replace(tmp, path)
+
+
+def read_log(path: str | os.PathLike) -> list[dict]:
+    import pyarrow.parquet as pq
+
+    path = Path(path)
+    return pq.read_table(path).to_pylist() if path.is_file() else []
+
+
+def save_checkpoint(algo, config: RunConfig, output_dir: Path, iteration: int, env_steps: float) -> Path:
+    """``algo.save_to_path`` into ``checkpoints/iter_N`` plus ``controller.json``; then point ``LATEST`` at it."""
+    path = output_dir / CHECKPOINTS / checkpoint_name(iteration)
+    algo.save_to_path(str(path))
+    meta = {"iteration": iteration, "env_steps": env_steps,
+            "task": config.to_dict()["task"], "controller": config.to_dict()["controller"]}
+    tmp = path / f".{META_FILE}.tmp"
+    tmp.write_text(json.dumps(meta, indent=2))
+    os.replace(tmp, path / META_FILE)
+    marker = output_dir / f".{LATEST}.tmp"
+    marker.write_text(path.name)
+    os.replace(marker, output_dir / LATEST)
+    return path
+
+
+def train_controller(config: RunConfig, output_dir: str | os.PathLike, iterations: int | None = None,
+                     resume: bool = False, log: Log = print) -> Path:
+    """Train the controller with PPO; returns the final checkpoint directory.
+
+    Connects to Ray (``config.resources``) if it is not initialised, plans placement from
+    the cluster, trains ``iterations`` PPO iterations in total (default
+    ``controller.iterations``), checkpoints every ``controller.checkpoint_every`` and at the end.
+    """
+    from lrservice.control.ppo import build_ppo_config
+    from lrservice.runtime import connect, plan_placement
+
+    total = int(iterations if iterations is not None else config.controller.iterations)
+    if total < 1:
+        raise ConfigError(f"iterations: {total!r} is not allowed; it must be an integer >= 1")
+    out = Path(output_dir).expanduser().resolve()
+    start = latest_checkpoint(out)
+    if start is not None and not resume:
+        raise ConfigError(f"--output: {str(out)!r} already holds controller checkpoints ({start.name}); "
+                          "pass --resume to continue them, or choose another output directory")
+    out.mkdir(parents=True, exist_ok=True)
+    log_path = out / LOG_FILE
+    if start is not None:
+        meta = read_metadata(start)
+        _check_same_sections(config, meta, start)
+        done, steps = int(meta["iteration"]), float(meta["env_steps"])
+        rows = [r for r in read_log(log_path) if r["iteration"] <= done]
+        if done >= total:
+            log(f"[lrservice] controller: {start} already has {done} of {total} iterations; nothing to do")
+            return start
+    else:
+        done, steps, rows = 0, 0.0, []
+        if resume:
+            log(f"[lrservice] controller: no checkpoint in {out} to resume; starting from scratch")
+
+    connect(config.resources, log=log)
+    placement = plan_placement(config.resources)
+    log(f"[lrservice] controller placement: {placement.note}")
+    algo = build_ppo_config(config, placement).build_algo()
+    try:
+        if start is not None:
+            algo.restore_from_path(str(start))
+            log(f"[lrservice] controller: resumed from {start} (iteration {done})")
+        c = config.controller
+        log(f"[lrservice] controller: PPO on {config.task.dataset}/{config.task.model}, "
+            f"{config.task.steps} child steps per episode, action every {c.action_every}, "
+            f"{c.action_space} actions, {c.num_env_runners} env runner(s) x {c.num_envs_per_env_runner} env(s), "
+            f"train batch {c.train_batch_size}; iterations {done + 1}..{total}")
+        began = time.perf_counter()
+        wall_before = rows[-1]["wall_s"] if rows else 0.0
+        path = start
+        for iteration in range(done + 1, total + 1):
+            t0 = time.perf_counter()
+            result = algo.train()
+            row = iteration_row(result, iteration, steps, time.perf_counter() - t0,
+                                wall_before + time.perf_counter() - began)
+            if not math.isnan(row["env_steps_lifetime"]):
+                steps = row["env_steps_lifetime"]
+            if iteration % c.checkpoint_every == 0 or iteration == total:
+                path = save_checkpoint(algo, config, out, iteration, steps)
+                row["checkpoint"] = str(path)
+            rows.append(row)
+            write_log(rows, log_path)
+            log(progress_line(row, total))
+        log(f"[lrservice] controller: {total} iterations done; checkpoint {path}; log {log_path}")
+        return path
+    finally:
+        algo.stop()
+
+
+def _check_same_sections(config: RunConfig, meta: Mapping[str, Any], checkpoint: Path) -> None:
+    """Resuming with another task or env semantics would mix two problems in one policy."""
+    stored = config_from_dict({"task": meta["task"], "controller": meta["controller"]})
+    env_fields = ("action_space", "action_every", "factor", "lr_min", "lr_max", "reward", "hidden")
+    for name in env_fields:
+        if getattr(stored.controller, name) != getattr(config.controller, name):
+            raise ConfigError(f"controller.{name}: {getattr(config.controller, name)!r} differs from the "
+                              f"checkpoint being resumed ({checkpoint}: {getattr(stored.controller, name)!r}); "
+                              "use the same value or another output directory")

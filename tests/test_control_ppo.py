@@ -1,0 +1,128 @@
+"""PPO config for the controller, the training log, and `lrservice train-controller` end to end."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import yaml
+
+from lrservice.cli import main
+from lrservice.config import ConfigError, config_from_dict
+from lrservice.control.env import ENV_NAME
+from lrservice.control.training import (CHECKPOINTS, LATEST, LOG_COLUMNS, LOG_FILE, META_FILE, latest_checkpoint,
+                                        progress_line, read_log, train_controller, write_log)
+from lrservice.control.vector_env import VECTOR_ENV_NAME
+from lrservice.runtime import Placement
+
+TASK = {"dataset": "digits", "model": "mlp", "batch_size": 32, "steps": 100, "val_subset": 128, "device": "cpu"}
+CONTROLLER = {"action_every": 10, "train_batch_size": 100, "minibatch_size": 50, "num_epochs": 2,
+              "iterations": 2, "checkpoint_every": 1, "num_env_runners": 1}
+
+
+def run_config(**controller):
+    return config_from_dict({"task": TASK, "controller": {**CONTROLLER, **controller}, "resources": {"num_cpus": 2}})
+
+
+def test_ppo_config_models_batches_and_fault_tolerance():
+    from ray.rllib.connectors.env_to_module import MeanStdFilter
+
+    from lrservice.control.ppo import build_ppo_config
+
+    cfg = build_ppo_config(run_config(hidden=[32, 32], ppo_lr=1e-3, gamma=0.9), Placement(note="test"))
+    assert cfg.enable_rl_module_and_learner and cfg.enable_env_runner_and_connector_v2
+    assert cfg.env == ENV_NAME and cfg.env_config["controller"]["action_every"] == 10
+    model = cfg.model_config
+    assert list(model["fcnet_hiddens"]) == [32, 32] and model["vf_share_layers"] is False
+    assert (cfg.train_batch_size_per_learner, cfg.minibatch_size, cfg.num_epochs) == (100, 50, 2)
+    assert (cfg.lr, cfg.gamma) == (1e-3, 0.9)
+    assert cfg.num_env_runners == 1 and cfg.rollout_fragment_length == 100
+    assert cfg.num_learners == 0
+    assert cfg.restart_failed_env_runners is True
+    assert isinstance(cfg._env_to_module_connector(None, None, None), MeanStdFilter)
+
+
+def test_ppo_config_follows_placement_and_vector_env():
+    from lrservice.control.ppo import build_ppo_config
+
+    placement = Placement(env_runner_cpus=1.0, env_runner_gpus=0.25, env_runner_custom={"gpu_worker": 0.01},
+                          learner_custom={"head": 0.01}, note="test")
+    cfg = build_ppo_config(run_config(num_env_runners=2, num_envs_per_env_runner=4, train_batch_size=200), placement)
+    assert cfg.num_gpus_per_env_runner == 0.25
+    assert cfg.custom_resources_per_env_runner == {"gpu_worker": 0.01}
+    assert cfg.num_learners == 1 and cfg.custom_resources_per_learner == {"head": 0.01}
+    assert cfg.env == VECTOR_ENV_NAME and cfg.num_envs_per_env_runner == 4
+    assert str(cfg.gym_env_vectorize_mode).lower().endswith("vector_entry_point")
+    assert cfg.rollout_fragment_length * 2 * 4 == 200  # each runner samples an equal share of the batch
+
+
+def test_log_is_atomic_parquet_and_progress_line_names_the_numbers(tmp_path):
+    rows = [{name: float(i) for name in LOG_COLUMNS} | {"iteration": i, "checkpoint": ""} for i in (1, 2)]
+    path = tmp_path / LOG_FILE
+    write_log(rows, path)
+    assert [p.name for p in tmp_path.iterdir()] == [LOG_FILE]  # no temp file left behind
+    assert pq.read_schema(path).names == list(LOG_COLUMNS)
+    assert read_log(path) == rows
+    line = progress_line(rows[1] | {"lr_start": 1e-3, "lr_end": 2e-3, "final_val_loss": 0.25}, 5)
+    assert line.startswith("[lrservice] iter 2/5") and "1.00e-03->2.00e-03" in line and "0.2500" in line
+
+
+def test_iterations_must_be_positive(tmp_path):
+    with pytest.raises(ConfigError, match="iterations: 0"):
+        train_controller(run_config(), tmp_path, iterations=0)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_cli_trains_checkpoints_logs_and_resumes(tmp_path, capsys, monkeypatch):
+    """`lrservice train-controller` end to end on real Ray: 2 iterations, then --resume to 3."""
+    import ray
+
+    import lrservice.cli
+
+    monkeypatch.setattr(lrservice.cli, "COMMANDS", ("train_controller",))  # only this command's parser
+
+    if ray.is_initialized():
+        ray.shutdown()
+    cfg_file = tmp_path / "ctrl.yaml"
+    cfg_file.write_text(yaml.safe_dump({"task": TASK, "controller": CONTROLLER, "resources": {"num_cpus": 2}}))
+    out = tmp_path / "out"
+    try:
+        assert main(["train-controller", "--config", str(cfg_file), "--output", str(out)]) == 0
+        first = capsys.readouterr().out
+        assert first.count("[lrservice] iter ") == 2 and "env steps/s" in first
+        ckpt = latest_checkpoint(out)
+        assert ckpt == out / CHECKPOINTS / "iter_000002" and (out / LATEST).read_text() == "iter_000002"
+        assert (ckpt / "learner_group/learner/rl_module/default_policy").is_dir()
+        assert (ckpt / "env_runner/env_to_module_connector/MeanStdFilter").is_dir()
+        meta = json.loads((ckpt / META_FILE).read_text())
+        assert meta["iteration"] == 2 and meta["controller"]["action_every"] == 10 and meta["task"]["model"] == "mlp"
+        log = read_log(out / LOG_FILE)
+        assert [r["iteration"] for r in log] == [1, 2]
+        for r in log:
+            # Every iteration samples at least the train batch; the lifetime counter is their running sum.
+            assert r["env_steps"] >= CONTROLLER["train_batch_size"]
+            assert math.isfinite(r["final_val_loss"]) and r["final_val_loss"] > 0
+            assert 1e-5 <= r["lr_min"] <= r["lr_median"] <= r["lr_max"] <= 1e-1
+            # An episode is 10 actions, each rewarded -val_loss (finite, > 0): the return lies in [-10 * max, 0).
+            assert -10 * 10 <= r["episode_return_mean"] < 0
+        assert np.isclose(log[1]["env_steps_lifetime"], log[0]["env_steps"] + log[1]["env_steps"])
+        assert log[0]["checkpoint"].endswith("iter_000001") and log[1]["checkpoint"].endswith("iter_000002")
+
+        # Without --resume an existing output dir is refused (exit 2, message names --output).
+        assert main(["train-controller", "--config", str(cfg_file), "--output", str(out)]) == 2
+        assert "--output" in capsys.readouterr().err
+
+        assert main(["train-controller", "--config", str(cfg_file), "--output", str(out),
+                     "--resume", "--iterations", "3"]) == 0
+        resumed = capsys.readouterr().out
+        assert "resumed from" in resumed and resumed.count("[lrservice] iter ") == 1
+        log = read_log(out / LOG_FILE)
+        assert [r["iteration"] for r in log] == [1, 2, 3]
+        assert log[2]["env_steps_lifetime"] > log[1]["env_steps_lifetime"]
+        assert latest_checkpoint(out).name == "iter_000003"
+    finally:
+        ray.shutdown()

@@ -1,0 +1,176 @@
+"""LearnedController: loads without an Algorithm, acts deterministically, drives other tasks and plain loops."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from lrservice.child import load_dataset
+from lrservice.child.trainer import ChildTrainer
+from lrservice.config import TaskConfig, config_from_dict
+from lrservice.control.controller import (ChildObserver, ControllerScheduler, LearnedController,
+                                          load_observation_stats, resolve_checkpoint)
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]  # the module fixture trains PPO (~30 s)
+
+TASK = {"dataset": "digits", "model": "mlp", "batch_size": 32, "steps": 100, "val_subset": 128, "device": "cpu"}
+CONTROLLER = {"action_every": 10, "train_batch_size": 100, "minibatch_size": 50, "num_epochs": 2,
+              "checkpoint_every": 1, "num_env_runners": 0}
+FACTOR = 1.05
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory):
+    """A discrete controller trained one PPO iteration, and an untrained continuous one; Ray is shut down after."""
+    import ray
+
+    from lrservice.control.ppo import build_ppo_config
+    from lrservice.control.training import save_checkpoint, train_controller
+    from lrservice.runtime import plan_placement
+
+    if ray.is_initialized():
+        ray.shutdown()
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        discrete = config_from_dict({"task": TASK, "controller": CONTROLLER})
+        out = tmp_path_factory.mktemp("discrete")
+        train_controller(discrete, out, iterations=1, log=lambda line: None)
+        continuous = config_from_dict({"task": TASK, "controller": {**CONTROLLER, "action_space": "continuous",
+                                                                     "factor": 1.2}})
+        algo = build_ppo_config(continuous, plan_placement(continuous.resources)).build_algo()
+        try:
+            cont = save_checkpoint(algo, continuous, tmp_path_factory.mktemp("continuous"), 0, 0.0)
+        finally:
+            algo.stop()
+    finally:
+        ray.shutdown()  # everything below runs without Ray: inference needs no Algorithm
+    return {"discrete": out, "continuous": cont}
+
+
+def test_loads_from_output_dir_without_ray_and_keeps_action_semantics(checkpoints):
+    import ray
+
+    assert not ray.is_initialized()
+    ctrl = LearnedController.from_checkpoint(checkpoints["discrete"])
+    assert ctrl.checkpoint == resolve_checkpoint(checkpoints["discrete"]) and ctrl.checkpoint.name == "iter_000001"
+    assert ctrl.action_every == 10 and ctrl.config.factor == FACTOR and ctrl.config.action_space == "discrete"
+    # Actor and critic are separate 2x32 MLPs (vf_share_layers=False).
+    linears = {name: m.out_features for name, m in ctrl.module.named_modules() if isinstance(m, torch.nn.Linear)}
+    assert [v for k, v in linears.items() if "actor_encoder" in k] == [32, 32]
+    assert [v for k, v in linears.items() if "critic_encoder" in k] == [32, 32]
+    with pytest.raises(FileNotFoundError, match="no controller checkpoint"):
+        LearnedController.from_checkpoint(checkpoints["discrete"] / "nowhere")
+
+
+def test_observation_stats_match_rllib_filter_and_stay_frozen(checkpoints):
+    from ray.rllib.connectors.env_to_module import EnvToModulePipeline, MeanStdFilter
+
+    ckpt = resolve_checkpoint(checkpoints["discrete"])
+    pipeline = EnvToModulePipeline.from_checkpoint(str(ckpt / "env_runner" / "env_to_module_connector"))
+    connector = next(c for c in pipeline.connectors if isinstance(c, MeanStdFilter))
+    reference = connector._filters[None]  # RLlib's own filter object, asked not to update
+    ctrl = LearnedController.from_checkpoint(checkpoints["discrete"])
+    assert ctrl.stats.count == 100 + 10  # 10 episodes of 10 actions, plus each episode's reset observation
+    rng = np.random.default_rng(0)
+    for _ in range(5):
+        x = (rng.normal(size=7) * np.array([1, 1, 5, 2, 0.01, 0.01, 0.003])).astype(np.float32)
+        np.testing.assert_allclose(ctrl.stats.normalise(x), reference(x, update=False), rtol=1e-5, atol=1e-6)
+        ctrl.next_lr(x, 1e-3)
+    again = load_observation_stats(ckpt)
+    np.testing.assert_array_equal(ctrl.stats.mean, again.mean)
+    assert ctrl.stats.count == again.count
+
+
+def test_discrete_next_lr_is_argmax_of_the_module_times_factor(checkpoints):
+    ctrl = LearnedController.from_checkpoint(checkpoints["discrete"])
+    stats = ctrl.stats
+    rng = np.random.default_rng(1)
+    for lr in (1e-4, 1e-3, 0.099):
+        x = np.abs(rng.normal(size=7)).astype(np.float32)
+        obs = np.clip((x - stats.mean) / (stats.std + 1e-6), -10, 10).astype(np.float32)  # RLlib's SMALL_NUMBER
+        with torch.no_grad():
+            logits = ctrl.module.forward_inference({"obs": torch.as_tensor(obs[None])})["action_dist_inputs"][0]
+        expected = lr * (FACTOR, 1 / FACTOR, 1.0)[int(torch.argmax(logits))]
+        assert ctrl.next_lr(x, lr) == pytest.approx(min(max(expected, 1e-5), 0.1), rel=1e-12)
+        assert ctrl.next_lr(x, lr) == ctrl.next_lr(x, lr)  # deterministic
+    assert ctrl.next_lr(x, 5.0) <= 0.1 and ctrl.next_lr(x, 1e-9) >= 1e-5  # clipped to [lr_min, lr_max]
+    ctrl.reset()
+    assert ctrl.history == []
+
+
+def test_continuous_next_lr_uses_the_mean_unsquashed_to_the_factor_range(checkpoints):
+    ctrl = LearnedController.from_checkpoint(checkpoints["continuous"])
+    assert ctrl.config.action_space == "continuous"
+    low, high = 1 / 1.2, 1.2
+    x = np.array([0.5, 0.6, 3.0, 1.0, 0.0, 0.01, 1e-3], dtype=np.float32)
+    obs = ctrl.stats.normalise(x)
+    with torch.no_grad():
+        mean = float(ctrl.module.forward_inference({"obs": torch.as_tensor(obs[None])})["action_dist_inputs"][0, 0])
+    factor = float(np.clip(low + (mean + 1.0) * (high - low) / 2.0, low, high))
+    assert ctrl.next_lr(x, 1e-3) == pytest.approx(1e-3 * factor, rel=1e-6)
+
+
+def test_drives_a_lenet5_child_on_another_task_to_completion(checkpoints):
+    """Transfer: trained on digits-MLP, the controller runs a LeNet-5 child with the Tune trial's API."""
+    ctrl = LearnedController.from_checkpoint(checkpoints["discrete"])
+    task = TaskConfig(dataset="digits", model="lenet5", batch_size=32, steps=60, val_subset=128, device="cpu")
+    trainer = ChildTrainer(task)
+    trainer.reset(1e-3, seed=3)
+    lrs = [trainer.lr]
+    while trainer.step < task.steps:
+        trainer.train_steps(ctrl.action_every)
+        feats, _ = trainer.observe()
+        trainer.lr = ctrl.next_lr(feats, trainer.lr)
+        lrs.append(trainer.lr)
+    assert trainer.step == 60 and not trainer.diverged and len(ctrl.history) == 6
+    ratios = np.array(lrs[1:]) / np.array(lrs[:-1])
+    assert all(min(abs(r - f) for f in (FACTOR, 1 / FACTOR, 1.0)) < 1e-9 for r in ratios)
+    assert np.isfinite(trainer.evaluate("test").loss)
+
+
+def test_child_observer_reproduces_trainer_features(checkpoints):
+    """The user-loop features equal ChildTrainer.observe() on the same model (independent code path)."""
+    task = TaskConfig(**TASK)
+    trainer = ChildTrainer(task)
+    trainer.reset(3e-3, seed=0)
+    x, y = trainer.split("val_subset")
+    observer = ChildObserver(trainer.model, x, y, trainer.optimizer)
+    for _ in range(3):
+        trainer.train_steps(10, after_step=lambda step, loss: observer.record(loss))
+        got = observer()
+        assert trainer.model.training  # the observer restores the mode it found
+        expected, _ = trainer.observe()
+        np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-7)
+
+
+def test_controller_scheduler_drives_a_plain_torch_loop(checkpoints):
+    """docs/controller.md's example: any model, any optimizer, the controller as an LR scheduler."""
+    ctrl = LearnedController.from_checkpoint(checkpoints["discrete"])
+    data = load_dataset("digits")
+    # -- the documented loop ---------------------------------------------------------------
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 32), torch.nn.ReLU(), torch.nn.Linear(32, 10))
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-2, momentum=0.9)
+    observer = ChildObserver(model, data.val_x[:128], data.val_y[:128], optimizer)
+    seen = []
+    scheduler = ControllerScheduler(ctrl, optimizer, lambda: seen.append(observer()) or seen[-1])
+    for step in range(50):
+        idx = torch.randint(0, len(data.train_x), (32,))
+        loss = F.cross_entropy(model(data.train_x[idx]), data.train_y[idx])
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        observer.record(loss.item())
+        scheduler.step()
+    # ---------------------------------------------------------------------------------------
+    assert len(seen) == 5 and len(ctrl.history) == 5
+    lr = 1e-2
+    for feats, (before, after) in zip(seen, ctrl.history):
+        assert before == lr and feats[6] == pytest.approx(lr, rel=1e-6)  # feature 7 is the LR in force
+        lr = ctrl.next_lr(feats, lr)
+        assert lr == after
+    assert optimizer.param_groups[0]["lr"] == ctrl.history[4][1] == scheduler.get_last_lr()[0]
+    state = scheduler.state_dict()
+    assert state["last_epoch"] == 50
