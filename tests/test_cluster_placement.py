@@ -82,32 +82,3 @@ def test_tune_trials_land_on_the_gpu_worker(simulated_cluster, tmp_path):
     assert frame.loc["gpu", "gpu_ids"] == "0" and frame.loc["gpu", "cuda_visible"] == "0"
     assert frame.loc["worker_resource", "gpu_ids"] == ""
 
-
-def test_ppo_env_runners_on_the_worker_and_learner_on_the_head(simulated_cluster):
-    """The Placement's env-runner and learner requests, applied to a PPOConfig as DESIGN.md
-    describes, put the env runner on the GPU worker and the learner on the head."""
-    import ray
-    from ray.rllib.algorithms.ppo import PPOConfig
-
-    head_id, worker_id = _node_ids(simulated_cluster)
-    placement = plan_placement(ResourcesConfig(worker_resource="gpu_worker", head_resource="head"))
-    config = (
-        PPOConfig()
-        .environment("CartPole-v1")
-        .env_runners(num_env_runners=1, num_cpus_per_env_runner=placement.env_runner_cpus,
-                     num_gpus_per_env_runner=placement.env_runner_gpus,
-                     custom_resources_per_env_runner=placement.env_runner_custom, rollout_fragment_length=100)
-        .learners(num_learners=1, num_cpus_per_learner=1, custom_resources_per_learner=placement.learner_custom)
-        .training(train_batch_size_per_learner=200, minibatch_size=100, num_epochs=1)
-    )
-    algo = config.build_algo()
-    try:
-        result = algo.train()
-        node = lambda _: ray.get_runtime_context().get_node_id()  # noqa: E731
-        runner_nodes = algo.env_runner_group.foreach_env_runner(node, local_env_runner=False)
-        learner_nodes = [call.get() for call in algo.learner_group.foreach_learner(node)]  # RemoteCallResults
-        assert runner_nodes == [worker_id]
-        assert learner_nodes == [head_id]
-        assert result["env_runners"]["num_env_steps_sampled_lifetime"] >= 200
-    finally:
-        algo.stop()

@@ -107,6 +107,9 @@ def test_cli_trains_checkpoints_logs_and_resumes(tmp_path, capsys, monkeypatch):
             assert r["env_steps"] >= CONTROLLER["train_batch_size"]
             assert math.isfinite(r["final_val_loss"]) and r["final_val_loss"] > 0
             assert 1e-5 <= r["lr_min"] <= r["lr_median"] <= r["lr_max"] <= 1e-1
+            # One runner: the last episode's LR trajectory starts at one of the initial LRs.
+            assert min(abs(r["lr_start"] - lr) / lr for lr in (1e-2, 1e-3, 1e-4)) < 1e-9
+            assert r["lr_min"] <= r["lr_start"] <= r["lr_max"] and r["lr_min"] <= r["lr_end"] <= r["lr_max"]
             # An episode is 10 actions, each rewarded -val_loss (finite, > 0): the return lies in [-10 * max, 0).
             assert -10 * 10 <= r["episode_return_mean"] < 0
         assert np.isclose(log[1]["env_steps_lifetime"], log[0]["env_steps"] + log[1]["env_steps"])

@@ -88,19 +88,20 @@ def test_killed_trial_resumes_from_its_checkpoint(ray_local, tmp_path):
 
 
 def _ppo_config():
-    """A small PPO on CartPole with one remote env runner and env-runner fault tolerance on."""
-    from ray.rllib.algorithms.ppo import PPOConfig
+    """lrservice's own PPO config (LR-control env on a tiny digits child, one remote env runner),
+    exactly as ``train-controller`` builds it, fault tolerance included."""
+    from lrservice.config import config_from_dict
+    from lrservice.control.ppo import build_ppo_config
+    from lrservice.runtime import plan_placement
 
-    return (
-        PPOConfig()
-        .environment("CartPole-v1")
-        .env_runners(num_env_runners=1, num_cpus_per_env_runner=1, rollout_fragment_length=100)
-        .learners(num_learners=0)
-        .training(train_batch_size_per_learner=200, minibatch_size=100, num_epochs=1)
-        .fault_tolerance(restart_failed_env_runners=True, max_num_env_runner_restarts=3,
-                         delay_between_env_runner_restarts_s=0.0, env_runner_health_probe_timeout_s=10)
-        .debugging(seed=0)
-    )
+    run = config_from_dict({
+        "task": {"dataset": "digits", "model": "mlp", "batch_size": 32, "steps": 60, "val_subset": 64},
+        "controller": {"action_every": 10, "train_batch_size": 60, "minibatch_size": 30, "num_epochs": 1,
+                       "num_env_runners": 1, "num_envs_per_env_runner": 1},
+    })
+    config = build_ppo_config(run, plan_placement(run.resources))
+    assert config.restart_failed_env_runners and config.num_env_runners == 1
+    return config
 
 
 def test_killed_env_runner_is_restarted_and_training_continues(ray_local):
@@ -115,16 +116,19 @@ def test_killed_env_runner_is_restarted_and_training_continues(ray_local):
         victim_pid = ray.get(victim.apply.remote(lambda runner: __import__("os").getpid()))
         ray.kill(victim, no_restart=False)  # a crash: Ray restarts the actor, RLlib probes and restores it
 
+        def runner_pids():
+            return runners.foreach_env_runner(lambda runner: __import__("os").getpid(), local_env_runner=False,
+                                              timeout_seconds=30)
+
         results = []
-        while len(results) < 8 and (len(results) < 3 or runners.num_remote_worker_restarts() < 1
-                                    or runners.num_healthy_remote_env_runners() < 1):
-            results.append(algo.train())
+        while len(results) < 10 and (len(results) < 2 or runners.num_healthy_remote_env_runners() < 1
+                                     or runner_pids() in ([], [victim_pid])):
+            results.append(algo.train())  # raises if the failure were not tolerated
         assert results[-1]["training_iteration"] == before["training_iteration"] + len(results)
-        assert runners.num_remote_worker_restarts() >= 1
         assert runners.num_healthy_remote_env_runners() == 1
-        new_pid = runners.foreach_env_runner(lambda runner: __import__("os").getpid(), local_env_runner=False)
-        assert new_pid and victim_pid not in new_pid
+        (new_pid,) = runner_pids()
+        assert new_pid != victim_pid  # a fresh process replaced the killed one
         sampled = algo.train()["env_runners"]["num_env_steps_sampled_lifetime"]
-        assert sampled > results[-1]["env_runners"]["num_env_steps_sampled_lifetime"]  # the new runner samples
+        assert sampled > results[-1]["env_runners"]["num_env_steps_sampled_lifetime"]  # and it samples
     finally:
         algo.stop()

@@ -176,7 +176,7 @@ def test_job_submit_runs_lrservice_compare_with_token_auth(token_head, tmp_path)
     output_dir = tmp_path / "results"  # absolute: the entrypoint runs in a temporary unpacked copy
     workdir = tmp_path / "working_dir"
     shutil.copytree(ROOT, workdir, ignore=shutil.ignore_patterns(".git", "results", "__pycache__", "*.egg-info",
-                                                                 ".pytest_cache", "data", ".benchmarks"))
+                                                                 ".pytest_cache", "data", ".benchmarks", ".whl", ".gl"))
     (workdir / "job.yaml").write_text(TINY_COMPARE.format(output_dir=output_dir))
     run = token_head.ray_cli("job", "submit", "--address", token_head.url, "--working-dir", str(workdir),
                              "--submission-id", "lrs-compare", "--", "lrservice", "compare", "--config", "job.yaml",
@@ -186,9 +186,40 @@ def test_job_submit_runs_lrservice_compare_with_token_auth(token_head, tmp_path)
     code, body = token_head.http("/api/jobs/lrs-compare", token=token_head.token)
     assert code == 200 and json.loads(body)["status"] == "SUCCEEDED"
     assert "[lrservice]" in logs
-    tables = sorted((output_dir / "job").rglob("*.parquet"))
-    assert tables, f"no Parquet under {output_dir}; job log:\n{logs[-3000:]}"
+    run_dir = output_dir / "job"  # compare.output_dir / compare.name
+    assert (run_dir / "trials.parquet").is_file(), f"no Parquet under {run_dir}; job log:\n{logs[-3000:]}"
     import pandas as pd
 
-    for table in tables:
-        assert len(pd.read_parquet(table)) > 0
+    trials = pd.read_parquet(run_dir / "trials.parquet")
+    steps = pd.read_parquet(run_dir / "steps.parquet")
+    assert trials["arm"].tolist() == ["constant"] and trials["steps_done"].tolist() == [60]
+    assert steps["step"].tolist() == list(range(20, 61, 20))   # task.eval_every=20 up to task.steps=60
+    assert steps["lr"].tolist() == pytest.approx([0.01] * 3)     # the constant arm's lr
+    assert not list(token_head.tmp.rglob("trials.parquet"))     # nothing landed in the job's temp working dir
+
+
+TINY_CONTROLLER = """\
+task: {dataset: digits, model: mlp, batch_size: 32, steps: 30, val_subset: 64}
+controller: {action_every: 10, iterations: 1, train_batch_size: 30, minibatch_size: 15, num_epochs: 1,
+             num_env_runners: 0, checkpoint_every: 1}
+"""
+
+
+def test_job_submit_runs_lrservice_train_controller(token_head, tmp_path):
+    """``ray job submit -- lrservice train-controller`` with an absolute --output on shared storage."""
+    workdir = tmp_path / "working_dir"
+    workdir.mkdir()
+    (workdir / "controller.yaml").write_text(TINY_CONTROLLER)
+    output = tmp_path / "controller"
+    run = token_head.ray_cli("job", "submit", "--address", token_head.url, "--working-dir", str(workdir),
+                             "--submission-id", "lrs-controller", "--", "lrservice", "train-controller",
+                             "--config", "controller.yaml", "--output", str(output))
+    assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-4000:]
+    code, body = token_head.http("/api/jobs/lrs-controller", token=token_head.token)
+    assert code == 200 and json.loads(body)["status"] == "SUCCEEDED"
+    import pandas as pd
+
+    log = pd.read_parquet(output / "training_log.parquet")
+    assert len(log) == 1  # controller.iterations
+    assert sorted(p.name for p in (output / "checkpoints").glob("iter_*")) == ["iter_000001"]
+    assert "[lrservice] controller checkpoint:" in run.stdout

@@ -28,8 +28,8 @@ MAX_RUNNER_RESTARTS = 10
 FINAL_VAL_LOSS = "final_val_loss"          # mean over the iteration's episodes
 FINAL_VAL_ACCURACY = "final_val_accuracy"  # mean over the iteration's episodes
 DIVERGED = "diverged_frac"                 # fraction of the iteration's episodes that diverged
-LR_KEYS = ("lr_start", "lr_min", "lr_median", "lr_max", "lr_end")  # LR trajectory, mean over the iteration's episodes
-# (not reduce="item": RLlib 2.60 asserts when ItemStats from several env runners are merged)
+LR_KEYS = ("lr_start", "lr_min", "lr_median", "lr_max", "lr_end")  # LR trajectory of each runner's last episode
+# (window=1 per runner, averaged over runners; not reduce="item": RLlib 2.60 asserts when merging several)
 
 
 def mean_std_filter(env=None, spaces=None, device=None) -> MeanStdFilter:
@@ -127,6 +127,12 @@ class EpisodeRecorder(RLlibCallback):
     RLlib cutting a long episode into rollout fragments.
     """
 
+    def on_environment_created(self, *, env_runner=None, **kwargs) -> None:
+        """One torch thread per env runner: runners are the unit of parallelism."""
+        import torch
+
+        torch.set_num_threads(1)
+
     def on_episode_start(self, *, episode, **kwargs) -> None:
         lr = _info_lr(episode.get_infos(-1))
         episode.custom_data["lrs"] = [] if lr is None else [lr]
@@ -143,10 +149,12 @@ class EpisodeRecorder(RLlibCallback):
         summary = episode_summary(lrs, float(info.get("val_loss", float("nan"))),
                                   float(info.get("val_accuracy", float("nan"))),
                                   bool(info.get("diverged", False)), int(np.asarray(steps).reshape(-1)[0]))
-        summary["return"] = float(episode.get_return())
         if metrics_logger is not None:
+            # A diverged child's loss is not a loss: NaN is skipped by RLlib's nan-mean.
+            if summary["diverged"] or not np.isfinite(summary["final_val_loss"]):
+                summary["final_val_loss"] = summary["final_val_accuracy"] = float("nan")
             metrics_logger.log_value(FINAL_VAL_LOSS, summary["final_val_loss"], reduce="mean")
             metrics_logger.log_value(FINAL_VAL_ACCURACY, summary["final_val_accuracy"], reduce="mean")
             metrics_logger.log_value(DIVERGED, float(summary["diverged"]), reduce="mean")
             for key in LR_KEYS:
-                metrics_logger.log_value(key, summary[key], reduce="mean")
+                metrics_logger.log_value(key, summary[key], reduce="mean", window=1)

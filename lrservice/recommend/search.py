@@ -18,6 +18,7 @@ every stage are deterministic given the config and earlier stages' parts.
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import time
@@ -218,7 +219,7 @@ def run_recommend(config: RunConfig, resume: bool = False, overwrite: bool = Fal
     searched = space.search_policies(rec.num_samples, rec.budget, lr, task.seed)
     runs = [_run(f"s{i:02d}-{p.name}", p, task.seed, rec.budget) for i, p in enumerate(searched)]
     runs.append(_run(REFERENCE, space.fix_reference(lr), task.seed, rec.budget))
-    grace = min(rec.budget, max(task.eval_every, round(rec.grace_fraction * rec.budget)))
+    grace = min(rec.budget, task.eval_every * max(1, math.ceil(rec.grace_fraction * rec.budget / task.eval_every)))
     asha = ASHAScheduler(time_attr="step", metric=rec.metric, mode="max" if rec.metric == "val_accuracy" else "min",
                          max_t=rec.budget, grace_period=grace, reduction_factor=rec.reduction_factor)
     log(f"[lrservice] stage search: {len(runs)} runs ({rec.num_samples} sampled zoo policies + FIX) under ASHA "
