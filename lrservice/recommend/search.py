@@ -251,7 +251,9 @@ def run_recommend(config: RunConfig, resume: bool = False, overwrite: bool = Fal
         by_candidate.setdefault(row["candidate"], []).append(row)
     summaries = [rank.summarise(name, rows, seeds, rec.lr_scales) for name, rows in by_candidate.items()]
     ranked = rank.rank(summaries)
-    reference = next(s for s in ranked if s["candidate"] == REFERENCE)
+    reference = next((s for s in ranked if s["candidate"] == REFERENCE), None)
+    if reference is None:
+        raise RuntimeError(f"verify: the {REFERENCE} reference runs failed; see {run_dir / 'verify'} and rerun with --resume")
     for s in ranked:
         s["is_reference"] = s["candidate"] == REFERENCE
         s["speedup_vs_fix"] = rank.speedup(reference, s)
