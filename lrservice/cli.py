@@ -48,7 +48,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     """Errors whose message is already the whole story for a user (no traceback)."""
     from lrservice.child.data import DatasetUnavailable
 
-    errors: list[type[BaseException]] = [DatasetUnavailable, FileNotFoundError]
+    errors: list[type[BaseException]] = [DatasetUnavailable, FileNotFoundError, ConnectionError]
     try:
         from lrservice.schedules import PolicyError
 
