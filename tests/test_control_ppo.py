@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -119,13 +120,40 @@ def test_cli_trains_checkpoints_logs_and_resumes(tmp_path, capsys, monkeypatch):
         assert main(["train-controller", "--config", str(cfg_file), "--output", str(out)]) == 2
         assert "--output" in capsys.readouterr().err
 
+        # A crash that lost checkpoint 2: resume restarts from 1, drops log row 2 and redoes it.
+        shutil.rmtree(out / CHECKPOINTS / "iter_000002")
+        (out / LATEST).write_text("iter_000001")
         assert main(["train-controller", "--config", str(cfg_file), "--output", str(out),
                      "--resume", "--iterations", "3"]) == 0
         resumed = capsys.readouterr().out
-        assert "resumed from" in resumed and resumed.count("[lrservice] iter ") == 1
-        log = read_log(out / LOG_FILE)
-        assert [r["iteration"] for r in log] == [1, 2, 3]
-        assert log[2]["env_steps_lifetime"] > log[1]["env_steps_lifetime"]
+        assert "resumed from" in resumed and "iter_000001" in resumed and resumed.count("[lrservice] iter ") == 2
+        redone = read_log(out / LOG_FILE)
+        assert [r["iteration"] for r in redone] == [1, 2, 3]
+        assert redone[0] == log[0]
+        # The restored step counter continues from checkpoint 1, not from zero and not from lost row 2.
+        assert np.isclose(redone[1]["env_steps_lifetime"], log[0]["env_steps_lifetime"] + redone[1]["env_steps"])
         assert latest_checkpoint(out).name == "iter_000003"
     finally:
         ray.shutdown()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_vector_env_runner_trains_k_children_per_runner(tmp_path):
+    """num_envs_per_env_runner > 1: LRVectorEnv in the runner, K episodes finish together."""
+    import ray
+
+    if ray.is_initialized():
+        ray.shutdown()
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        config = run_config(num_envs_per_env_runner=2, train_batch_size=40, minibatch_size=20, num_epochs=1)
+        config = config.replace(task={"steps": 50})
+        train_controller(config, tmp_path, iterations=1, log=lambda line: None)
+    finally:
+        ray.shutdown()
+    (row,) = read_log(tmp_path / LOG_FILE)
+    assert row["env_steps"] >= 40 and row["episodes"] >= 2  # 5-action episodes, 2 children per runner
+    assert row["episode_len_mean"] == 5
+    assert min(abs(row["lr_start"] - lr) / lr for lr in (1e-2, 1e-3, 1e-4)) < 1e-9
+    assert math.isfinite(row["final_val_loss"])
