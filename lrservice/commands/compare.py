@@ -11,40 +11,23 @@ import argparse
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
-    from lrservice.runtime import add_address_argument
+    from lrservice.commands.options import add_run_options
 
     parser = subparsers.add_parser(
         "compare", help="compare LR schedules (tuned baselines, zoo, controller, PBT) with Ray Tune",
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--config", required=True, help="YAML/JSON run config (see configs/)")
-    parser.add_argument("--resume", action="store_true",
-                        help="continue the run in compare.output_dir/compare.name: skip finished phases, restore the interrupted one")
-    parser.add_argument("--overwrite", action="store_true", help="delete an existing run dir of the same name first")
+    add_run_options(parser, resume_help="continue the run in compare.output_dir/compare.name: "
+                                        "skip finished phases, restore the interrupted one")
     parser.add_argument("--no-report", action="store_true", help="write Parquet only (run `lrservice report` later)")
-    parser.add_argument("--download", action="store_true", help="let torchvision datasets download into task.data_dir")
-    add_address_argument(parser)
     parser.set_defaults(func=run)
     return parser
 
 
 def run(args: argparse.Namespace) -> int:
-    import dataclasses
-
-    from lrservice.config import ConfigError, load_config
-    from lrservice.runtime import with_address
-
-    if args.resume and args.overwrite:
-        raise ConfigError("--resume and --overwrite: choose one")
-    config = load_config(args.config)
-    changes = {"resources": with_address(config.resources, args.address)}
-    if args.no_report:
-        changes["compare"] = dataclasses.replace(config.compare, report=False)
-    if args.download:
-        changes["task"] = dataclasses.replace(config.task, download=True)
-    config = config.replace(**changes)
-
+    from lrservice.commands.options import load_run_config, progress
     from lrservice.compare.experiment import run_compare
 
-    run_compare(config, resume=args.resume, overwrite=args.overwrite, log=lambda line: print(line, flush=True))
+    config = load_run_config(args, **({"compare": {"report": False}} if args.no_report else {}))
+    run_compare(config, resume=args.resume, overwrite=args.overwrite, log=progress)
     return 0

@@ -14,43 +14,27 @@ import argparse
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
-    from lrservice.runtime import add_address_argument
+    from lrservice.commands.options import add_run_options
 
     parser = subparsers.add_parser(
         "recommend", help="recommend and compose LR policies that reach a target accuracy fastest (LRBench)",
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--config", required=True, help="YAML/JSON run config (see configs/)")
     parser.add_argument("--target-accuracy", type=float, default=None,
                         help="validation accuracy to reach (default: recommend.target_accuracy)")
     parser.add_argument("--budget", type=int, default=None, help="training steps per run (default: recommend.budget)")
     parser.add_argument("--num-samples", type=int, default=None, help="zoo policies to sample (default: recommend.num_samples)")
-    parser.add_argument("--resume", action="store_true", help="continue the run in recommend.output_dir/recommend.name")
-    parser.add_argument("--overwrite", action="store_true", help="delete an existing run dir of the same name first")
-    parser.add_argument("--download", action="store_true", help="let torchvision datasets download into task.data_dir")
-    add_address_argument(parser)
+    add_run_options(parser, resume_help="continue the run in recommend.output_dir/recommend.name")
     parser.set_defaults(func=run)
     return parser
 
 
 def run(args: argparse.Namespace) -> int:
-    import dataclasses
-
-    from lrservice.config import ConfigError, load_config
-    from lrservice.runtime import with_address
-
-    if args.resume and args.overwrite:
-        raise ConfigError("--resume and --overwrite: choose one")
-    config = load_config(args.config)
-    overrides = {k: v for k, v in (("target_accuracy", args.target_accuracy), ("budget", args.budget),
-                                   ("num_samples", args.num_samples)) if v is not None}
-    changes = {"resources": with_address(config.resources, args.address),
-               "recommend": dataclasses.replace(config.recommend, **overrides)}
-    if args.download:
-        changes["task"] = dataclasses.replace(config.task, download=True)
-    config = config.replace(**changes)
-
+    from lrservice.commands.options import load_run_config, progress
     from lrservice.recommend.search import run_recommend
 
-    run_recommend(config, resume=args.resume, overwrite=args.overwrite, log=lambda line: print(line, flush=True))
+    overrides = {k: v for k, v in (("target_accuracy", args.target_accuracy), ("budget", args.budget),
+                                   ("num_samples", args.num_samples)) if v is not None}
+    config = load_run_config(args, recommend=overrides)
+    run_recommend(config, resume=args.resume, overwrite=args.overwrite, log=progress)
     return 0

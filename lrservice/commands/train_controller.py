@@ -14,36 +14,27 @@ import argparse
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
-    from lrservice.runtime import add_address_argument
+    from lrservice.commands.options import add_run_options
 
     parser = subparsers.add_parser(
         "train-controller", help="train the learned LR controller with RLlib PPO",
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--config", required=True, help="YAML/JSON run config (task and controller sections)")
     parser.add_argument("--iterations", type=int, default=None,
                         help="total PPO iterations (default: controller.iterations); with --resume, the total to reach")
-    parser.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in the output dir")
     parser.add_argument("--output", default=None, help="output directory (default: controller.checkpoint_dir)")
-    parser.add_argument("--download", action="store_true", help="let torchvision datasets download into task.data_dir")
-    add_address_argument(parser)
+    add_run_options(parser, resume_help="continue from the newest checkpoint in the output dir", overwrite=False)
     parser.set_defaults(func=run)
     return parser
 
 
 def run(args: argparse.Namespace) -> int:
-    import dataclasses
-
-    from lrservice.config import ConfigError, load_config
-    from lrservice.runtime import with_address
+    from lrservice.commands.options import load_run_config, progress
+    from lrservice.config import ConfigError
 
     if args.iterations is not None and args.iterations < 1:
         raise ConfigError(f"--iterations: {args.iterations!r} is not allowed; it must be an integer >= 1")
-    config = load_config(args.config)
-    changes = {"resources": with_address(config.resources, args.address)}
-    if args.download:
-        changes["task"] = dataclasses.replace(config.task, download=True)
-    config = config.replace(**changes)
+    config = load_run_config(args)
 
     import torch
 
@@ -51,7 +42,6 @@ def run(args: argparse.Namespace) -> int:
     from lrservice.control.training import train_controller
 
     output = args.output or config.controller.checkpoint_dir
-    path = train_controller(config, output, iterations=args.iterations, resume=args.resume,
-                            log=lambda line: print(line, flush=True))
+    path = train_controller(config, output, iterations=args.iterations, resume=args.resume, log=progress)
     print(f"[lrservice] controller checkpoint: {path}", flush=True)
     return 0
