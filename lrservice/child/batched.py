@@ -322,14 +322,8 @@ class BatchedChildTrainer:
                           for i in range(0, x.shape[0], EVAL_CHUNK)], dim=1)
 
     def split(self, name: str) -> tuple[torch.Tensor, torch.Tensor]:
-        d = self.data
-        if name == "val_subset":
-            n = self.task.val_subset
-            return d.val_x[:n], d.val_y[:n]
-        pairs = {"train": (d.train_x, d.train_y), "val": (d.val_x, d.val_y), "test": (d.test_x, d.test_y)}
-        if name not in pairs:
-            raise ValueError(f"split: {name!r} is not allowed; choose one of: train, val, val_subset, test")
-        return pairs[name]
+        """See :meth:`ChildData.split`."""
+        return self.data.split(name, self.task.val_subset)
 
     def _loss_acc(self, out: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         k, n, c = out.shape

@@ -38,6 +38,17 @@ class ChildData:
     def input_shape(self) -> tuple[int, ...]:
         return tuple(self.train_x.shape[1:])
 
+    def split(self, name: str, val_subset: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Inputs and labels of ``train``, ``val``, ``test``, or ``val_subset`` (the first
+        ``val_subset`` validation samples: the fixed set the controller's reward uses)."""
+        if name == "val_subset":
+            return self.val_x[:val_subset], self.val_y[:val_subset]
+        pairs = {"train": (self.train_x, self.train_y), "val": (self.val_x, self.val_y),
+                 "test": (self.test_x, self.test_y)}
+        if name not in pairs:
+            raise ValueError(f"split: {name!r} is not allowed; choose one of: train, val, val_subset, test")
+        return pairs[name]
+
     def to(self, device: torch.device | str) -> "ChildData":
         """A copy with every tensor on ``device`` (one transfer, then steps never copy)."""
         moved = {k: getattr(self, k).to(device) for k in
