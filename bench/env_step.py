@@ -25,16 +25,13 @@ from lrservice.child import ChildTrainer, build_model, load_task_data, observati
 from lrservice.config import config_from_dict  # noqa: E402
 
 
-def make_env(env_config: dict, data):
-    """The teammate's LRControlEnv when it is there, else a one-child LRVectorEnv."""
-    try:
-        from lrservice.control.env import LRControlEnv
+def make_envs(env_config: dict, data):
+    """The single env (one ChildTrainer) and the vector env with one child, on the same data."""
+    from lrservice.control.env import LRControlEnv
+    from lrservice.control.vector_env import LRVectorEnv
 
-        return "LRControlEnv", LRControlEnv(env_config), 2
-    except ImportError:
-        from lrservice.control.vector_env import LRVectorEnv
-
-        return "LRVectorEnv(1)", LRVectorEnv(env_config, num_envs=1, data=data), np.array([2])
+    return [("LRControlEnv", LRControlEnv(env_config, data=data), 2),
+            ("LRVectorEnv(1)", LRVectorEnv(env_config, num_envs=1, data=data), np.array([2]))]
 
 
 def bare_loop(task, data, every: int, env_steps: int, lr: float = 1e-3) -> None:
@@ -99,19 +96,24 @@ def main() -> int:
         subset = data.val_x.shape[0] if size == "all" else int(size)
         env_config = {"task": {**base, "val_subset": subset}, "controller": {"action_every": 10}}
         task = config_from_dict(env_config).task
-        name, env, keep = make_env(env_config, data)
-        env.reset(seed=0)
         every = 10
         bare_loop(task, data, every, 2)
-        env_rates, bare_rates, shares = [], [], []
+        bare_rates, shares = [], []
+        env_rates = {}
+        envs = make_envs(env_config, data)
+        for _, env, _ in envs:
+            env.reset(seed=0)
         for _ in range(args.repeats):
-            env_rates.append(args.env_steps / timed(lambda: [env.step(keep) for _ in range(args.env_steps)]))
+            for name, env, keep in envs:
+                env_rates.setdefault(name, []).append(
+                    args.env_steps / timed(lambda: [env.step(keep) for _ in range(args.env_steps)]))
             bare_rates.append(args.env_steps / timed(lambda: bare_loop(task, data, every, args.env_steps)))
             shares.append(100 * observe_share(task, data, every, args.env_steps))
-        ratios = [e / b for e, b in zip(env_rates, bare_rates)]
-        rows.append([f"{subset}" + (" (all)" if size == "all" else ""), fmt(spread(env_rates)),
-                     fmt(spread(bare_rates)), fmt(spread(ratios), 2), fmt(spread(shares))])
-    print(table(["val subset", f"{name} env-steps/s", "bare loop env-steps/s", "env / bare",
+        for name, rates in env_rates.items():
+            ratios = [e / b for e, b in zip(rates, bare_rates)]
+            rows.append([f"{subset}" + (" (all)" if size == "all" else ""), name, fmt(spread(rates)),
+                         fmt(spread(bare_rates)), fmt(spread(ratios), 2), fmt(spread(shares))])
+    print(table(["val subset", "env", "env-steps/s", "bare loop env-steps/s", "env / bare",
                  "observe share of env time %"], rows))
     print("[lrservice] figures: median [min-max] over repeats; target env / bare >= 0.9 with features included")
     return 0
