@@ -43,6 +43,7 @@ def test_ppo_config_models_batches_and_fault_tolerance():
     assert cfg.num_env_runners == 1 and cfg.rollout_fragment_length == 100
     assert cfg.num_learners == 0
     assert cfg.restart_failed_env_runners is True
+    assert cfg.sample_timeout_s >= 600  # a slow child must not make RLlib drop a whole iteration's samples
     assert isinstance(cfg._env_to_module_connector(None, None, None), MeanStdFilter)
 
 

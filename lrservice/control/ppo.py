@@ -24,6 +24,10 @@ from lrservice.control.env import env_config, register_env
 from lrservice.runtime import Placement
 
 MAX_RUNNER_RESTARTS = 10
+# An env step trains a child 10 steps and evaluates it, so one sample call of a few hundred env
+# steps can outlast RLlib's 60 s default on a loaded machine; RLlib would then drop the samples
+# and the iteration would train on nothing. Wait long enough for a real child instead.
+SAMPLE_TIMEOUT_S = 900.0
 # Env-runner metrics logged per finished episode (``result["env_runners"][KEY]`` after ``algo.train()``):
 FINAL_VAL_LOSS = "final_val_loss"          # mean over the iteration's episodes
 FINAL_VAL_ACCURACY = "final_val_accuracy"  # mean over the iteration's episodes
@@ -72,6 +76,7 @@ def build_ppo_config(run_config: RunConfig, placement: Placement) -> PPOConfig:
             custom_resources_per_env_runner=dict(placement.env_runner_custom),
             env_to_module_connector=mean_std_filter,
             rollout_fragment_length=fragment,
+            sample_timeout_s=SAMPLE_TIMEOUT_S,
         )
         .training(
             train_batch_size_per_learner=c.train_batch_size,
