@@ -52,7 +52,8 @@ def test_resume_after_driver_is_killed(tmp_path):
         deadline = time.time() + 240
         while time.time() < deadline and proc.poll() is None:
             done = [k for k, n in _finished(run_dir).items() if n and k.startswith("tune/")]
-            if len(done) >= 2:
+            snapshot = any((run_dir / "tune").glob("experiment_state-*.json"))
+            if len(done) >= 2 and snapshot:  # Tune resumes from its last state snapshot
                 break
             time.sleep(0.5)
         assert proc.poll() is None, "the first run ended before it could be killed: " + (tmp_path / "first.log").read_text()[-3000:]
@@ -87,3 +88,18 @@ def test_resume_after_driver_is_killed(tmp_path):
     assert third.returncode == 0, (third.stdout + third.stderr)[-3000:]
     assert "tune: already complete" in third.stdout and "eval: already complete" in third.stdout
     assert pd.read_parquet(run_dir / "trials.parquet").equals(trials)
+
+
+def test_experiment_killed_before_its_first_snapshot_starts_again(tmp_path):
+    """Only tuner.pkl on disk (driver died before Tune's first state snapshot): a fresh start, no restore."""
+    from lrservice.compare.experiment import _tuner
+    from lrservice.config import RunConfig
+
+    path = tmp_path / "tune"
+    path.mkdir()
+    (path / "tuner.pkl").write_bytes(b"")
+    (path / "stale-trial").mkdir()
+    lines = []
+    tuner = _tuner("tune", tmp_path, {"x": 1}, lambda config: None, RunConfig(), resume=True, log=lines.append)
+    assert lines == ["[lrservice] tune: the interrupted experiment saved no state yet; starting it again"]
+    assert not (path / "stale-trial").exists() and tuner is not None

@@ -115,16 +115,28 @@ def _short(spec: Mapping[str, Any]) -> str:
     return f"{spec['arm']}_s{spec['seed']}"
 
 
+def _restorable(path: Path) -> bool:
+    """Tune can continue ``path`` only once it has written an experiment-state snapshot;
+    a driver killed before the first snapshot leaves ``tuner.pkl`` alone, which Tune would
+    "restore" into a fresh experiment without its trial configs."""
+    from ray import tune
+
+    return (path.exists() and tune.Tuner.can_restore(str(path))
+            and any(path.glob("experiment_state-*.json")))
+
+
 def _tuner(name: str, run_dir: Path, param_space: dict, trainable, config: RunConfig, resume: bool,
            log: Log, scheduler=None, num_samples: int = 1, total: int = 0):
     """A new Tuner, or the restored one when resuming an interrupted experiment."""
     from ray import tune
 
     path = run_dir / name
-    if resume and path.exists() and tune.Tuner.can_restore(str(path)):
+    if resume and _restorable(path):
         log(f"[lrservice] {name}: restoring the interrupted experiment from {path}")
-        return tune.Tuner.restore(str(path), trainable=trainable, resume_errored=True)
+        return tune.Tuner.restore(str(path), trainable=trainable, param_space=param_space, resume_errored=True)
     if path.exists():
+        if resume:
+            log(f"[lrservice] {name}: the interrupted experiment saved no state yet; starting it again")
         shutil.rmtree(path)  # started but never saved its state: nothing to restore
     compare = config.compare
     keep = None  # all: PBT breaks with num_to_keep (DESIGN.md), and pruning forces state snapshots; checkpoint_every bounds disk use
@@ -281,6 +293,9 @@ def run_compare(config: RunConfig, resume: bool = False, overwrite: bool = False
     from lrservice.runtime import connect
 
     validate_compare(config)
+    # Tune snapshots experiment state at most every 10 s by default ("auto"); a comparison's
+    # trials are short, so snapshot every few seconds to lose little when the driver dies.
+    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "3")
     wall = time.perf_counter()
     run_dir, run_id = prepare_run_dir(config, resume, overwrite, log)
     connect(config.resources, log=log)
