@@ -64,17 +64,21 @@ def test_resume_after_driver_is_killed(tmp_path):
             os.killpg(proc.pid, signal.SIGKILL)
     before = _finished(run_dir)
     finished_before = {k for k, n in before.items() if n}
+    complete = {p.name.split(".")[0] for p in (run_dir / "parts").glob("*.trials.parquet")}
     assert finished_before and not (run_dir / "steps.parquet").exists()
     time.sleep(2)
 
     second = subprocess.run(_cmd(config, "--resume"), capture_output=True, text=True, env=env, timeout=400)
     out = second.stdout + second.stderr
     assert second.returncode == 0, out[-4000:]
-    assert "restoring the interrupted experiment" in out
+    # the interrupted experiment is restored from Tune's last state snapshot, or started again
+    # when the driver died before Tune wrote its first one
+    assert "restoring the interrupted experiment" in out or "saved no state yet; starting it again" in out
 
     after = _finished(run_dir)
-    for key in finished_before:  # a trial that had finished was not run again
-        assert after[key] == 1, key
+    for key in finished_before:  # a phase that had completed is skipped: none of its trials ran again
+        if key.split("/")[0] in complete:
+            assert after[key] == 1, key
     trials = pd.read_parquet(run_dir / "trials.parquet")
     steps = pd.read_parquet(run_dir / "steps.parquet")
     assert sorted(trials.groupby("phase").size().items()) == [("eval", 4), ("tune", 8)]

@@ -293,9 +293,6 @@ def run_compare(config: RunConfig, resume: bool = False, overwrite: bool = False
     from lrservice.runtime import connect
 
     validate_compare(config)
-    # Tune snapshots experiment state at most every 10 s by default ("auto"); a comparison's
-    # trials are short, so snapshot every few seconds to lose little when the driver dies.
-    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "3")
     wall = time.perf_counter()
     run_dir, run_id = prepare_run_dir(config, resume, overwrite, log)
     connect(config.resources, log=log)
