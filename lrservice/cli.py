@@ -13,7 +13,7 @@ import sys
 
 from lrservice.config import ConfigError
 
-COMMANDS = ("compare", "train_controller", "recommend", "report", "schedule")
+COMMANDS = ("compare", "train_controller", "evaluate_controller", "recommend", "report", "schedule")
 
 
 def build_parser() -> argparse.ArgumentParser:

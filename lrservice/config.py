@@ -25,7 +25,9 @@ MODELS = ("mlp", "lenet5", "resnet18")
 OPTIMIZERS = ("adam", "sgd", "momentum")
 DEVICES = ("auto", "cpu", "cuda")
 ACTION_SPACES = ("discrete", "continuous")
-REWARDS = ("dense", "final")
+REWARDS = ("dense", "final", "log_improvement")
+BASELINES = ("none", "twin")
+FEATURE_SETS = ("paper", "extended")  # names of lrservice.child.features.FEATURE_SETS
 ARM_KINDS = ("constant", "step", "cosine", "cyclic", "policy", "controller", "pbt")
 DEFAULT_DATA_DIR = "~/.cache/lrservice/data"
 
@@ -90,18 +92,44 @@ class TaskConfig:
 
 @dataclass(frozen=True)
 class ControllerConfig:
-    """The learned controller: env options (1909.09712) and PPO training settings."""
+    """The learned controller, in three groups: episode rules, PPO training, output.
 
+    Episode rules (what the agent sees, does and is paid; also what a deployed controller
+    needs to act, so they are saved with it):
+
+    - ``features``: ``paper`` (the 7 of 1909.09712) or ``extended`` (+ progress, log10 LR,
+      log train/val loss).
+    - ``action_space``: ``discrete`` (action i multiplies the LR by ``factors[i]``; with no
+      ``factors``, the paper's up/down/keep by ``factor``) or ``continuous`` (a log-factor
+      a in [-1, 1]: the LR is multiplied by ``factor ** a``).
+    - ``reward``: ``dense`` (-val loss per action), ``final`` (-val loss at the end) or
+      ``log_improvement`` (log L_prev - log L_now: telescopes to log L_0/L_T).
+    - ``baseline``: ``none`` or ``twin`` (a reference child with the same initial weights
+      and batch order trained under ``twin_policy``; the reward is the controller child's
+      minus the twin's). ``twin_policy`` empty means constant at the episode's initial LR;
+      else a zoo or composite policy (as a ``policy`` arm's params).
+    - ``tasks``: episodes are drawn across these tasks (multi-task); empty: the run's task.
+
+    PPO training: ``hidden`` .. ``checkpoint_every``. Output: ``checkpoint_dir``.
+    """
+
+    # -- episode rules ------------------------------------------------------------------
+    features: str = "paper"
     action_space: str = "discrete"
     action_every: int = 10
     factor: float = 1.05
+    factors: tuple[float, ...] = ()
     lr_min: float = 1e-5
     lr_max: float = 1e-1
     lr_noise_std: float = 0.0
     initial_lrs: tuple[float, ...] = (1e-2, 1e-3, 1e-4)
     initial_lr: float | None = None
     reward: str = "dense"
+    baseline: str = "none"
+    twin_policy: dict = field(default_factory=dict)
     divergence_penalty: float = 10.0
+    tasks: tuple[TaskConfig, ...] = ()
+    # -- PPO training -------------------------------------------------------------------
     hidden: tuple[int, ...] = (32, 32)
     iterations: int = 20
     train_batch_size: int = 400
@@ -109,15 +137,24 @@ class ControllerConfig:
     num_epochs: int = 5
     ppo_lr: float = 3e-4
     gamma: float = 0.99
+    gae_lambda: float = 1.0
     entropy_coeff: float = 0.0
     num_env_runners: int = 1
     num_envs_per_env_runner: int = 1
     checkpoint_every: int = 5
+    # -- output -------------------------------------------------------------------------
     checkpoint_dir: str = "results/controller"
 
+    @property
+    def action_factors(self) -> tuple[float, ...]:
+        """What each discrete action multiplies the LR by."""
+        return self.factors or (self.factor, 1.0 / self.factor, 1.0)
+
     def validate(self, path: str = "controller") -> None:
+        _choice(f"{path}.features", self.features, FEATURE_SETS)
         _choice(f"{path}.action_space", self.action_space, ACTION_SPACES)
         _choice(f"{path}.reward", self.reward, REWARDS)
+        _choice(f"{path}.baseline", self.baseline, BASELINES)
         for name in ("action_every", "iterations", "train_batch_size", "minibatch_size",
                      "num_epochs", "ppo_lr", "num_envs_per_env_runner", "checkpoint_every",
                      "lr_min", "lr_max"):
@@ -126,10 +163,16 @@ class ControllerConfig:
             _positive(f"{path}.{name}", getattr(self, name), allow_zero=True)
         if not self.factor > 1.0:
             raise ConfigError(f"{path}.factor: {self.factor!r} is not allowed; it must be > 1 (LR is multiplied or divided by it)")
+        for i, f in enumerate(self.factors):
+            _positive(f"{path}.factors[{i}]", f)
+        if len(self.factors) == 1:
+            raise ConfigError(f"{path}.factors: {list(self.factors)!r} is not allowed; give at least two factors, e.g. [0.5, 1, 2]")
         if self.lr_min >= self.lr_max:
             raise ConfigError(f"{path}.lr_min: {self.lr_min!r} must be below lr_max ({self.lr_max!r})")
         if not 0 < self.gamma <= 1:
             raise ConfigError(f"{path}.gamma: {self.gamma!r} is not allowed; it must be in (0, 1]")
+        if not 0 <= self.gae_lambda <= 1:
+            raise ConfigError(f"{path}.gae_lambda: {self.gae_lambda!r} is not allowed; it must be in [0, 1]")
         lrs = self.initial_lrs if self.initial_lr is None else (self.initial_lr,)
         if not lrs:
             raise ConfigError(f"{path}.initial_lrs: must name at least one learning rate")
@@ -138,6 +181,17 @@ class ControllerConfig:
                 raise ConfigError(
                     f"{path}.initial_lrs: {lr!r} is not allowed; it must lie in [lr_min, lr_max] = [{self.lr_min}, {self.lr_max}]"
                 )
+        if self.twin_policy:
+            if self.baseline != "twin":
+                raise ConfigError(f"{path}.twin_policy: is only used with baseline: twin (baseline is {self.baseline!r})")
+            from lrservice.schedules.compose import policy_from_dict  # numpy only; keeps config import light
+
+            try:
+                policy_from_dict(self.twin_policy)
+            except ValueError as exc:
+                raise ConfigError(f"{path}.twin_policy: {exc}") from None
+        for i, task in enumerate(self.tasks):
+            task.validate(f"{path}.tasks[{i}]")
         if len(self.hidden) < 1 or any(h <= 0 for h in self.hidden):
             raise ConfigError(f"{path}.hidden: {list(self.hidden)!r} is not allowed; give positive layer widths, e.g. [32, 32]")
         if self.minibatch_size > self.train_batch_size:
@@ -281,6 +335,35 @@ class RecommendConfig:
 
 
 @dataclass(frozen=True)
+class EvaluateConfig:
+    """The controller evidence protocol (``lrservice evaluate-controller``, shared/DESIGN.md).
+
+    ``constant_grid``/``cosine_grid``: LRs each baseline is tuned over on ``tune_seeds`` (by
+    mean final validation loss). ``seeds``: held-out child seeds for the comparison, never
+    tuned on and never drawn in training (training draws 31-bit seeds at random; these are
+    small). ``initial_lrs``: the controller's starting LRs (empty: ``controller.initial_lrs``).
+    """
+
+    tune_seeds: tuple[int, ...] = (100, 101)
+    seeds: tuple[int, ...] = (1000, 1001, 1002, 1003, 1004, 1005, 1006, 1007, 1008, 1009)
+    constant_grid: tuple[float, ...] = (1e-3, 3e-3, 1e-2, 3e-2)
+    cosine_grid: tuple[float, ...] = (1e-3, 3e-3, 1e-2, 3e-2)
+    initial_lrs: tuple[float, ...] = ()
+    output_dir: str = "results/evaluate"
+
+    def validate(self, path: str = "evaluate") -> None:
+        for name in ("tune_seeds", "seeds", "constant_grid", "cosine_grid"):
+            if not getattr(self, name):
+                raise ConfigError(f"{path}.{name}: give at least one value")
+        for name in ("constant_grid", "cosine_grid", "initial_lrs"):
+            for i, lr in enumerate(getattr(self, name)):
+                _positive(f"{path}.{name}[{i}]", lr)
+        shared = sorted(set(self.tune_seeds) & set(self.seeds))
+        if shared:
+            raise ConfigError(f"{path}.seeds: {shared} are also tune_seeds; held-out seeds must never be tuned on")
+
+
+@dataclass(frozen=True)
 class ResourcesConfig:
     """Where work runs: the Ray address and what each trial / env runner asks for.
 
@@ -311,6 +394,7 @@ class RunConfig:
     controller: ControllerConfig = field(default_factory=ControllerConfig)
     compare: CompareConfig = field(default_factory=CompareConfig)
     recommend: RecommendConfig = field(default_factory=RecommendConfig)
+    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     resources: ResourcesConfig = field(default_factory=ResourcesConfig)
 
     def validate(self) -> "RunConfig":
@@ -436,5 +520,5 @@ def load_config(path: str | os.PathLike) -> RunConfig:
         except yaml.YAMLError as exc:
             raise ConfigError(f"config: {p} is not valid YAML: {exc}") from None
     if data is not None and not isinstance(data, Mapping):
-        raise ConfigError(f"config: {p} must hold a mapping with sections task, controller, compare, recommend, resources")
+        raise ConfigError(f"config: {p} must hold a mapping with sections task, controller, compare, recommend, evaluate, resources")
     return config_from_dict(data or {})

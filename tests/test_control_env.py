@@ -66,12 +66,21 @@ def test_discrete_actions_scale_clip_and_keep(digits):
     assert env.trainer.lr == pytest.approx(1.5e-3)
 
 
-def test_continuous_action_is_a_clipped_factor():
-    c = ControllerConfig(action_space="continuous", factor=1.05)
+def test_continuous_action_is_a_clipped_log_factor():
+    c = ControllerConfig(action_space="continuous", factor=4.0)
     rng = np.random.default_rng(0)
-    assert next_lr(1e-3, np.array([1.02], dtype=np.float32), c, rng) == pytest.approx(1.02e-3, rel=1e-6)
-    assert next_lr(1e-3, np.array([3.0]), c, rng) == pytest.approx(1.05e-3)
-    assert next_lr(1e-3, np.array([0.1]), c, rng) == pytest.approx(1e-3 / 1.05)
+    assert next_lr(1e-3, np.array([0.5], dtype=np.float32), c, rng) == pytest.approx(2e-3, rel=1e-6)  # 4 ** 0.5
+    assert next_lr(1e-3, np.array([-0.5]), c, rng) == pytest.approx(5e-4, rel=1e-6)
+    assert next_lr(1e-3, np.array([3.0]), c, rng) == pytest.approx(4e-3)  # clipped to a = 1
+    assert next_lr(1e-3, np.array([-7.0]), c, rng) == pytest.approx(2.5e-4)
+    assert next_lr(1e-3, np.array([0.0]), c, rng) == pytest.approx(1e-3)
+
+
+def test_discrete_factor_list_is_applied_by_index():
+    c = ControllerConfig(factors=(0.5, 0.8, 1.0, 1.25, 2.0))
+    rng = np.random.default_rng(0)
+    got = [next_lr(1e-3, a, c, rng) for a in range(5)]
+    assert got == pytest.approx([5e-4, 8e-4, 1e-3, 1.25e-3, 2e-3])
 
 
 def test_lr_noise_is_relative_and_seeded():

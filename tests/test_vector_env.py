@@ -13,7 +13,8 @@ import torch
 
 from lrservice.child import ChildTrainer, load_task_data
 from lrservice.config import ConfigError, config_from_dict
-from lrservice.control.vector_env import LRVectorEnv, next_lr, register_vector_env
+from lrservice.control.actions import next_lr
+from lrservice.control.vector_env import LRVectorEnv, register_vector_env
 
 RTOL, ATOL = 1e-4, 1e-6
 ENV_CONFIG = {
@@ -51,7 +52,7 @@ def test_matches_separate_children_step_by_step(data):
             assert info["lr"][i] == pytest.approx(child.lr, rel=1e-12)
         assert terminated.tolist() == [t == 4] * 3
         assert not truncated.any()
-    assert info["child_step"].tolist() == [50, 50, 50]
+    assert info["step"].tolist() == [50, 50, 50]
 
 
 def test_lr_moves_by_factor_and_is_clipped():
@@ -70,13 +71,13 @@ def test_finished_sub_envs_restart_on_the_next_step(data):
     env.reset(seed=0)
     env.step(np.array([2, 2]))
     _, _, terminated, _, info = env.step(np.array([2, 2]))
-    assert terminated.all() and info["child_step"].tolist() == [20, 20]
+    assert terminated.all() and info["step"].tolist() == [20, 20]
     obs, rewards, terminated, _, info = env.step(np.array([0, 0]))
     assert rewards.tolist() == [0.0, 0.0] and not terminated.any()
-    assert info["child_step"].tolist() == [0, 0]
+    assert info["step"].tolist() == [0, 0]
     np.testing.assert_allclose(obs[:, 0], obs[:, 1], rtol=1e-6)  # no train steps yet: train_loss = val_loss
     _, _, _, _, info = env.step(np.array([2, 2]))
-    assert info["child_step"].tolist() == [10, 10]
+    assert info["step"].tolist() == [10, 10]
 
 
 def test_diverged_child_ends_only_its_episode(data):

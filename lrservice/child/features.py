@@ -1,8 +1,12 @@
-"""The controller's observation: seven numbers describing how a child is training.
+"""The controller's observation: numbers describing how a child is training.
 
-Definitions follow 1909.09712 and its public re-implementation: variances are taken
-over every element of the validation logits; the first prediction change is measured
-against zero (so it equals the prediction variance), as there.
+``paper`` is the seven features of 1909.09712 and its public re-implementation: variances
+are taken over every element of the validation logits; the first prediction change is
+measured against zero (so it equals the prediction variance), as there.
+
+``extended`` adds what a schedule needs and the paper's set lacks: the fraction of training
+done (annealing is a decision about time left) and the LR and both losses on a log scale
+(multiplicative quantities whose raw values span decades).
 """
 
 from __future__ import annotations
@@ -19,6 +23,14 @@ FEATURE_NAMES = (
     "head_weight_var",     # variance of the output layer's weight matrix
     "lr",                  # the learning rate in force
 )
+EXTENDED_NAMES = FEATURE_NAMES + (
+    "progress",            # child steps done / steps in the episode, in [0, 1]
+    "log10_lr",
+    "log_train_loss",
+    "log_val_loss",
+)
+FEATURE_SETS = {"paper": FEATURE_NAMES, "extended": EXTENDED_NAMES}
+LOSS_FLOOR = 1e-8  # log of a loss that reached 0 stays finite
 
 
 def observation_features(train_loss: float, val_loss: float, logits: torch.Tensor,
@@ -35,3 +47,20 @@ def observation_features(train_loss: float, val_loss: float, logits: torch.Tenso
         float(head_weight.var()),
         lr,
     ], dtype=np.float32)
+
+
+def feature_set(paper: np.ndarray, progress: np.ndarray | float, name: str) -> np.ndarray:
+    """Rows of paper features ``(..., 7)`` as the named set: ``paper`` as is, ``extended`` with 4 more columns."""
+    paper = np.asarray(paper, dtype=np.float64)
+    if name == "paper":
+        return paper.astype(np.float32)
+    if name != "extended":
+        raise ValueError(f"features: {name!r} is not allowed; choose one of: {', '.join(FEATURE_SETS)}")
+    with np.errstate(divide="ignore", invalid="ignore"):
+        extra = np.stack([
+            np.broadcast_to(np.asarray(progress, dtype=np.float64), paper.shape[:-1]),
+            np.log10(np.maximum(paper[..., 6], 1e-30)),
+            np.log(np.maximum(paper[..., 0], LOSS_FLOOR)),
+            np.log(np.maximum(paper[..., 1], LOSS_FLOOR)),
+        ], axis=-1)
+    return np.concatenate([paper, extra], axis=-1).astype(np.float32)

@@ -73,10 +73,11 @@ class LRDriver:
         return report_at
 
     def act(self) -> None:
-        """At a controller action step: observe the child and set its next LR."""
-        if self.action_every and self.trainer.step % self.action_every == 0:
+        """At a controller action step (0, N, 2N, ... before the last): observe the child and set its next LR."""
+        if self.action_every and self.trainer.step % self.action_every == 0 and self.trainer.step < self.trainer.task.steps:
             features, _ = self.trainer.observe()
-            self.trainer.lr = float(self.controller.next_lr(features, self.trainer.lr))
+            progress = self.trainer.step / self.trainer.task.steps
+            self.trainer.lr = float(self.controller.next_lr(features, self.trainer.lr, progress))
 
     def state_dict(self) -> dict:
         return {"scheduler": None if self.scheduler is None else self.scheduler.state_dict(), "last_lr": self.last_lr}
@@ -153,6 +154,8 @@ def run_trial(spec: Mapping[str, Any], report: Report, restore_dir: Path | None 
         elapsed = state["elapsed"]
         last_checkpoint = trainer.step
         torch.set_rng_state(state["torch_rng"])
+    else:
+        driver.act()  # a controller decides at step 0 too, as in its training episodes
     every = int(spec["checkpoint_every"])
     fail = spec.get("fail_once")
     losses: list[float] = []

@@ -1,20 +1,21 @@
-"""The controller's episode rules as plain functions, shared by the single and the vector env.
+"""The controller's episode rules as plain functions: actions, starts, rewards, observations.
 
 What an action does to the LR, how an episode starts (initial LR and child seed), what a step
-is rewarded, and how observations stay finite. Keeping them here means ``LRControlEnv`` and
-``LRVectorEnv`` cannot drift apart.
+is rewarded and how observations stay finite. :class:`lrservice.control.episodes.EpisodeBatch`
+is the one place that applies them, for the single env, the vector env and evaluation alike.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any, Mapping
 
 import gymnasium as gym
 import numpy as np
 
+from lrservice.child.features import FEATURE_SETS
 from lrservice.config import ConfigError, ControllerConfig, TaskConfig, config_from_dict
 
-DISCRETE_ACTIONS = ("multiply", "divide", "keep")
 FEATURE_CLIP = 1e6  # a diverged child's features are replaced by finite values within this bound
 
 
@@ -29,34 +30,46 @@ def env_sections(env_config: Mapping[str, Any] | None, extra: tuple[str, ...] = 
     return run.task, run.controller
 
 
+def episode_tasks(task: TaskConfig, controller: ControllerConfig) -> tuple[TaskConfig, ...]:
+    """The tasks episodes are drawn from: ``controller.tasks``, or the run's one task."""
+    return controller.tasks or (task,)
+
+
+def lr_factor(action: Any, controller: ControllerConfig) -> float:
+    """What ``action`` multiplies the LR by.
+
+    Discrete: ``action_factors[action]``. Continuous: a log-factor ``a`` clipped to [-1, 1],
+    giving ``factor ** a`` (symmetric: +a and -a undo each other).
+    """
+    if controller.action_space == "discrete":
+        return float(controller.action_factors[int(np.asarray(action).reshape(-1)[0])])
+    a = float(np.clip(np.asarray(action, dtype=np.float64).reshape(-1)[0], -1.0, 1.0))
+    return float(controller.factor ** a)
+
+
 def next_lr(lr: float, action: Any, controller: ControllerConfig, rng: np.random.Generator) -> float:
     """The LR after one action, then optional noise, then clipping to ``[lr_min, lr_max]``.
 
-    Discrete: 0 multiplies by ``factor``, 1 divides by it, 2 keeps. Continuous: the action is
-    the factor itself, clipped to ``[1/factor, factor]``. Noise is multiplicative,
-    ``lr * exp(N(0, lr_noise_std))``, so it is relative and never makes the LR negative.
+    Noise is multiplicative, ``lr * exp(N(0, lr_noise_std))``, so it is relative and never
+    makes the LR negative.
     """
-    f = controller.factor
-    if controller.action_space == "discrete":
-        lr = lr * (f, 1.0 / f, 1.0)[int(np.asarray(action).reshape(-1)[0])]
-    else:
-        lr = lr * float(np.clip(np.asarray(action, dtype=np.float64).reshape(-1)[0], 1.0 / f, f))
+    lr = lr * lr_factor(action, controller)
     if controller.lr_noise_std > 0:
         lr = lr * float(np.exp(rng.normal(0.0, controller.lr_noise_std)))
     return float(np.clip(lr, controller.lr_min, controller.lr_max))
 
 
 def action_space(controller: ControllerConfig) -> gym.Space:
-    """``Discrete(3)`` or a 1-D ``Box`` over ``[1/factor, factor]``."""
+    """``Discrete(len(action_factors))`` or a 1-D ``Box`` over the log-factor ``[-1, 1]``."""
     if controller.action_space == "discrete":
-        return gym.spaces.Discrete(3)
-    f = controller.factor
-    return gym.spaces.Box(np.float32(1.0 / f), np.float32(f), shape=(1,), dtype=np.float32)
+        return gym.spaces.Discrete(len(controller.action_factors))
+    return gym.spaces.Box(np.float32(-1.0), np.float32(1.0), shape=(1,), dtype=np.float32)
 
 
-def observation_space() -> gym.spaces.Box:
-    """The 7 child features (:data:`lrservice.child.FEATURE_NAMES`)."""
-    return gym.spaces.Box(-FEATURE_CLIP, FEATURE_CLIP, shape=(7,), dtype=np.float32)
+def observation_space(controller: ControllerConfig) -> gym.spaces.Box:
+    """The feature set's columns (:data:`lrservice.child.features.FEATURE_SETS`)."""
+    n = len(FEATURE_SETS[controller.features])
+    return gym.spaces.Box(-FEATURE_CLIP, FEATURE_CLIP, shape=(n,), dtype=np.float32)
 
 
 def draw_start(controller: ControllerConfig, rng: np.random.Generator) -> tuple[float, int]:
@@ -66,13 +79,34 @@ def draw_start(controller: ControllerConfig, rng: np.random.Generator) -> tuple[
     return lr, int(rng.integers(2**31 - 1))
 
 
-def step_reward(val_loss: float, finished: bool, diverged: bool, controller: ControllerConfig) -> float:
-    """``-divergence_penalty`` on divergence; else ``-val_loss`` every step (dense) or at the end (final)."""
+def _safe_log(loss: float) -> float:
+    return math.log(max(float(loss), 1e-8))
+
+
+def step_reward(controller: ControllerConfig, val_loss: float, prev_val_loss: float, finished: bool,
+                diverged: bool, twin_loss: float | None = None, twin_prev_loss: float | None = None) -> float:
+    """The reward for one action.
+
+    ``-divergence_penalty`` on divergence. Else, per ``controller.reward``:
+    ``dense`` ``-L_t`` every action; ``final`` ``-L_T`` at the end, 0 before;
+    ``log_improvement`` ``log L_{t-1} - log L_t`` (the return telescopes to ``log L_0/L_T``).
+    With a twin (``twin_loss`` given) the twin's own reward is subtracted, so the return
+    measures the controller against the reference schedule on the same weights and batches.
+    """
     if diverged:
         return -float(controller.divergence_penalty)
-    if controller.reward == "dense" or finished:
-        return -float(val_loss)
-    return 0.0
+
+    def reward(loss: float, prev: float) -> float:
+        if controller.reward == "log_improvement":
+            return _safe_log(prev) - _safe_log(loss)
+        if controller.reward == "dense" or finished:
+            return -float(loss)
+        return 0.0
+
+    r = reward(val_loss, prev_val_loss)
+    if twin_loss is not None:
+        r -= reward(twin_loss, twin_prev_loss if twin_prev_loss is not None else twin_loss)
+    return float(r)
 
 
 def finite_features(features: np.ndarray) -> np.ndarray:

@@ -1,15 +1,14 @@
 """LRControlEnv: one child training run as a gymnasium episode (1909.09712).
 
-Every ``action_every`` child steps the agent sees the 7 features of how the child is
-training and scales its learning rate (discrete: up / down / keep by ``factor``;
-continuous: a factor in ``[1/factor, factor]``). Reward is the negative validation loss
-(dense, per action) or only the final one. An episode is ``task.steps`` child steps from an
-initial LR drawn from ``initial_lrs``; a child whose loss turns non-finite ends the episode
-with ``-divergence_penalty``. The rules live in :mod:`lrservice.control.actions`.
+Every ``action_every`` child steps the agent sees how the child is training and scales its
+learning rate; the episode rules (actions, rewards, twins, tasks) are those of
+:class:`~lrservice.control.episodes.EpisodeBatch` with one env. Any model works here
+(children are ordinary ``ChildTrainer`` objects when the model cannot be batched).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from functools import lru_cache
 from typing import Any, Mapping
 
@@ -17,10 +16,11 @@ import gymnasium as gym
 import numpy as np
 
 from lrservice.child.data import ChildData, load_dataset
+from lrservice.child.pool import SeparateChildren
 from lrservice.child.trainer import ChildTrainer
 from lrservice.config import TaskConfig
-from lrservice.control.actions import (action_space, draw_start, env_sections, finite_features, next_lr,
-                                       observation_space, step_reward)
+from lrservice.control.actions import action_space, env_sections, observation_space
+from lrservice.control.episodes import EpisodeBatch
 
 ENV_NAME = "lrservice-lr-control"
 
@@ -35,8 +35,12 @@ def cached_task_data(task: TaskConfig) -> ChildData:
     return _dataset(task.dataset, str(task.data_path), task.download, task.val_size, task.max_train_samples)
 
 
+def _scalars(infos: Mapping[str, np.ndarray]) -> dict:
+    return {k: np.asarray(v).reshape(-1)[0].item() for k, v in infos.items()}
+
+
 class LRControlEnv(gym.Env):
-    """The LR-control MDP over a :class:`ChildTrainer`.
+    """The LR-control MDP over one child.
 
     ``env_config`` is ``{"task": {...}, "controller": {...}}`` as plain dicts (config
     sections), so RLlib can ship it to remote env runners.
@@ -46,34 +50,29 @@ class LRControlEnv(gym.Env):
 
     def __init__(self, env_config: Mapping[str, Any] | None = None, data: ChildData | None = None):
         self.task, self.controller = env_sections(env_config)
-        self.trainer = ChildTrainer(self.task, data=data if data is not None else cached_task_data(self.task))
-        self.observation_space = observation_space()
+        data_for = (lambda _t: data) if data is not None else cached_task_data
+        self.episodes = EpisodeBatch(self.task, self.controller, 1,
+                                     pool_factory=lambda task, k: SeparateChildren(task, k, data=data_for(task)))
+        self.observation_space = observation_space(self.controller)
         self.action_space = action_space(self.controller)
 
+    @property
+    def trainer(self) -> ChildTrainer:
+        """The child of the current episode."""
+        pool = self.episodes.pools[int(self.episodes.task_of[0])]
+        return pool.children[0]
+
     def reset(self, *, seed: int | None = None, options: dict | None = None):
-        """Fresh child; ``options`` may fix ``initial_lr`` and ``child_seed`` (evaluation runs)."""
+        """Fresh child; ``options`` may fix ``initial_lr``, ``child_seed`` and ``task`` (evaluation runs)."""
         super().reset(seed=seed)
-        lr, child_seed = draw_start(self.controller, self.np_random)
-        options = options or {}
-        lr = float(options.get("initial_lr", lr))
-        child_seed = int(options.get("child_seed", child_seed))
-        self.trainer.reset(lr, child_seed)
-        features, val = self.trainer.observe()
-        return finite_features(features), {"lr": lr, "val_loss": val.loss, "val_accuracy": val.accuracy,
-                                           "step": 0, "child_seed": child_seed, "diverged": False}
+        if seed is not None:
+            self.episodes.rng = np.random.default_rng(seed)
+        obs, infos = self.episodes.reset([dict(options or {})])
+        return obs[0], _scalars(infos)
 
     def step(self, action):
-        trainer, c = self.trainer, self.controller
-        lr = next_lr(trainer.lr, action, c, self.np_random)
-        block = min(c.action_every, self.task.steps - trainer.step)
-        result = trainer.train_steps(block, lr=lr)
-        features, val = trainer.observe()
-        diverged = trainer.diverged
-        finished = trainer.step >= self.task.steps
-        reward = step_reward(val.loss, finished, diverged, c)
-        info = {"lr": lr, "train_loss": result.mean_loss, "val_loss": val.loss,
-                "val_accuracy": val.accuracy, "step": trainer.step, "diverged": diverged}
-        return finite_features(features), reward, bool(finished or diverged), False, info
+        obs, rewards, terminated, infos = self.episodes.step([action], autoreset=False)
+        return obs[0], float(rewards[0]), bool(terminated[0]), False, _scalars(infos)
 
 
 def make_env(env_config: Mapping[str, Any]) -> LRControlEnv:
@@ -91,6 +90,4 @@ def register_env(name: str = ENV_NAME) -> str:
 
 def env_config(task: TaskConfig, controller) -> dict:
     """The plain-dict ``env_config`` for a task and controller section."""
-    import dataclasses
-
     return {"task": dataclasses.asdict(task), "controller": dataclasses.asdict(controller)}

@@ -37,7 +37,7 @@ LR_KEYS = ("lr_start", "lr_min", "lr_median", "lr_max", "lr_end")  # LR trajecto
 
 
 def mean_std_filter(env=None, spaces=None, device=None) -> MeanStdFilter:
-    """The env-to-module connector: running mean/std normalisation of the 7 features (1909.09712)."""
+    """The env-to-module connector: running mean/std normalisation of the features (1909.09712)."""
     return MeanStdFilter()
 
 
@@ -84,6 +84,7 @@ def build_ppo_config(run_config: RunConfig, placement: Placement) -> PPOConfig:
             num_epochs=c.num_epochs,
             lr=c.ppo_lr,
             gamma=c.gamma,
+            lambda_=c.gae_lambda,
             entropy_coeff=c.entropy_coeff,
         )
         .rl_module(model_config=DefaultModelConfig(fcnet_hiddens=list(c.hidden), fcnet_activation="tanh",

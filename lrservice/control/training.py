@@ -5,6 +5,7 @@ Output directory layout (``output_dir``)::
     checkpoints/iter_000005/      algo.save_to_path(...) plus controller.json (task + controller
                                   sections, so a checkpoint knows its action semantics)
     LATEST                        the name of the newest complete checkpoint
+    controller.pt                 that checkpoint exported: the deployable controller (no RLlib needed)
     training_log.parquet          one row per PPO iteration (see LOG_COLUMNS), written atomically
 
 ``--resume`` rebuilds the algorithm from the current config, restores the newest checkpoint
@@ -22,42 +23,23 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from lrservice.config import ConfigError, RunConfig, config_from_dict
+from lrservice.control.checkpoint import (CHECKPOINTS, EXPORT_FILE, LATEST, META_FILE, export_controller,
+                                          latest_checkpoint, read_metadata, save_checkpoint)
 
 Log = Callable[[str], None]
-CHECKPOINTS = "checkpoints"
-LATEST = "LATEST"
 LOG_FILE = "training_log.parquet"
-META_FILE = "controller.json"
 LOG_COLUMNS = (
     "iteration", "episode_return_mean", "episode_len_mean", "final_val_loss", "final_val_accuracy",
     "diverged_frac", "lr_start", "lr_min", "lr_median", "lr_max", "lr_end", "episodes",
-    "env_steps", "env_steps_lifetime", "env_steps_per_s", "iteration_s", "wall_s", "checkpoint",
+    "episodes_lifetime", "episodes_per_s", "env_steps", "env_steps_lifetime", "env_steps_per_s",
+    "child_steps_lifetime", "child_steps_per_s", "iteration_s", "wall_s", "checkpoint",
 )
 
 
-def checkpoint_name(iteration: int) -> str:
-    return f"iter_{iteration:06d}"
-
-
-def latest_checkpoint(output_dir: str | os.PathLike) -> Path | None:
-    """The newest complete checkpoint under ``output_dir`` (via ``LATEST``), or None."""
-    out = Path(output_dir)
-    marker = out / LATEST
-    if marker.is_file():
-        path = out / CHECKPOINTS / marker.read_text().strip()
-        if (path / META_FILE).is_file():
-            return path
-    done = sorted(p for p in (out / CHECKPOINTS).glob("iter_*") if (p / META_FILE).is_file())
-    return done[-1] if done else None
-
-
-def read_metadata(checkpoint: str | os.PathLike) -> dict:
-    """``controller.json`` of a checkpoint: iteration, env steps, task and controller sections."""
-    path = Path(checkpoint) / META_FILE
-    if not path.is_file():
-        raise FileNotFoundError(f"{checkpoint}: not a controller checkpoint (no {META_FILE}); "
-                                "give a directory written by `lrservice train-controller`")
-    return json.loads(path.read_text())
+def child_steps_per_env_step(config: RunConfig) -> int:
+    """Child steps one env step costs: ``action_every``, twice with twins (the training's compute)."""
+    c = config.controller
+    return c.action_every * (2 if c.baseline == "twin" else 1)
 
 
 def _metric(results: Mapping[str, Any], key: str) -> float:
@@ -70,7 +52,7 @@ def _metric(results: Mapping[str, Any], key: str) -> float:
 
 
 def iteration_row(result: Mapping[str, Any], iteration: int, steps_before: float, seconds: float,
-                  wall: float) -> dict:
+                  wall: float, child_steps_per_env: int = 1) -> dict:
     """One log row from an ``algo.train()`` result."""
     from lrservice.control.ppo import DIVERGED, FINAL_VAL_ACCURACY, FINAL_VAL_LOSS, LR_KEYS
 
@@ -88,9 +70,13 @@ def iteration_row(result: Mapping[str, Any], iteration: int, steps_before: float
         "diverged_frac": _metric(runners, DIVERGED),
         **{key: _metric(runners, key) for key in LR_KEYS},
         "episodes": _metric(runners, "num_episodes"),
+        "episodes_lifetime": _metric(runners, "num_episodes_lifetime"),
+        "episodes_per_s": _metric(runners, "num_episodes") / seconds if seconds > 0 else math.nan,
         "env_steps": steps,
         "env_steps_lifetime": lifetime,
         "env_steps_per_s": steps / seconds if seconds > 0 else math.nan,
+        "child_steps_lifetime": lifetime * child_steps_per_env,
+        "child_steps_per_s": steps * child_steps_per_env / seconds if seconds > 0 else math.nan,
         "iteration_s": seconds,
         "wall_s": wall,
         "checkpoint": "",
@@ -103,7 +89,8 @@ def progress_line(row: Mapping[str, Any], total: int) -> str:
     return (f"[lrservice] iter {row['iteration']}/{total}  return {row['episode_return_mean']:.3f}  "
             f"final val loss {row['final_val_loss']:.4f}  "
             f"lr {row['lr_start']:.2e}->{row['lr_end']:.2e} (min {row['lr_min']:.2e} median {row['lr_median']:.2e} "
-            f"max {row['lr_max']:.2e})  {row['env_steps_per_s']:.1f} env steps/s  "
+            f"max {row['lr_max']:.2e})  episodes {row['episodes_lifetime']:.0f} ({row['episodes_per_s']:.2f}/s)  "
+            f"{row['child_steps_per_s']:.0f} child steps/s  "
             f"{row['iteration_s']:.1f} s/iter  wall {row['wall_s']:.0f} s")
 
 
@@ -126,21 +113,6 @@ def read_log(path: str | os.PathLike) -> list[dict]:
 
     path = Path(path)
     return pq.read_table(path).to_pylist() if path.is_file() else []
-
-
-def save_checkpoint(algo, config: RunConfig, output_dir: Path, iteration: int, env_steps: float) -> Path:
-    """``algo.save_to_path`` into ``checkpoints/iter_N`` plus ``controller.json``; then point ``LATEST`` at it."""
-    path = output_dir / CHECKPOINTS / checkpoint_name(iteration)
-    algo.save_to_path(str(path))
-    meta = {"iteration": iteration, "env_steps": env_steps,
-            "task": config.to_dict()["task"], "controller": config.to_dict()["controller"]}
-    tmp = path / f".{META_FILE}.tmp"
-    tmp.write_text(json.dumps(meta, indent=2))
-    os.replace(tmp, path / META_FILE)
-    marker = output_dir / f".{LATEST}.tmp"
-    marker.write_text(path.name)
-    os.replace(marker, output_dir / LATEST)
-    return path
 
 
 def train_controller(config: RunConfig, output_dir: str | os.PathLike, iterations: int | None = None,
@@ -197,11 +169,13 @@ def train_controller(config: RunConfig, output_dir: str | os.PathLike, iteration
             t0 = time.perf_counter()
             result = algo.train()
             row = iteration_row(result, iteration, steps, time.perf_counter() - t0,
-                                wall_before + time.perf_counter() - began)
+                                wall_before + time.perf_counter() - began, child_steps_per_env_step(config))
             if not math.isnan(row["env_steps_lifetime"]):
                 steps = row["env_steps_lifetime"]
             if iteration % c.checkpoint_every == 0 or iteration == total:
-                path = save_checkpoint(algo, config, out, iteration, steps)
+                path = save_checkpoint(algo, config, out, iteration, steps,
+                                       child_steps=row["child_steps_lifetime"], episodes=row["episodes_lifetime"])
+                export_controller(path, out / EXPORT_FILE)
                 row["checkpoint"] = str(path)
             rows.append(row)
             write_log(rows, log_path)
@@ -215,7 +189,8 @@ def train_controller(config: RunConfig, output_dir: str | os.PathLike, iteration
 def _check_same_sections(config: RunConfig, meta: Mapping[str, Any], checkpoint: Path) -> None:
     """Resuming with another task or env semantics would mix two problems in one policy."""
     stored = config_from_dict({"task": meta["task"], "controller": meta["controller"]})
-    env_fields = ("action_space", "action_every", "factor", "lr_min", "lr_max", "reward", "hidden")
+    env_fields = ("features", "action_space", "action_every", "factor", "factors", "lr_min", "lr_max", "reward",
+                  "baseline", "twin_policy", "tasks", "hidden")
     for name in env_fields:
         if getattr(stored.controller, name) != getattr(config.controller, name):
             raise ConfigError(f"controller.{name}: {getattr(config.controller, name)!r} differs from the "

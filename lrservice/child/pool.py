@@ -1,0 +1,98 @@
+"""The child-pool contract: K children of one task behind one interface, batched or not.
+
+:class:`~lrservice.child.batched.BatchedChildTrainer` trains K children as one stacked
+computation (MLP, LeNet-5); :class:`SeparateChildren` keeps K ordinary
+:class:`~lrservice.child.trainer.ChildTrainer` objects (any model, e.g. ResNet-18). Both offer
+the same methods, so the controller's episodes (:mod:`lrservice.control.episodes`) and its
+evaluation run unchanged on either; :func:`child_pool` picks the batched one when it can.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol, Sequence
+
+import numpy as np
+
+from lrservice.child.batched import BATCHED_MODELS, BatchedChildTrainer
+from lrservice.child.data import ChildData
+from lrservice.child.trainer import ChildTrainer, Evaluation, TrainResult
+from lrservice.config import TaskConfig
+
+
+class ChildPool(Protocol):
+    """K children of one task; child ``i`` has its own LR, seed, optimizer state and batch order."""
+
+    task: TaskConfig
+    k: int
+
+    def reset_child(self, i: int, lr: float, seed: int) -> None: ...
+    @property
+    def lrs(self) -> np.ndarray: ...
+    def set_lr(self, i: int, value: float) -> None: ...
+    @property
+    def step(self) -> np.ndarray: ...
+    @property
+    def diverged(self) -> np.ndarray: ...
+    def train_steps(self, k: int, lrs=None, children: Sequence[int] | None = None) -> list[TrainResult]: ...
+    def observe(self, children: Sequence[int] | None = None) -> tuple[np.ndarray, list[Evaluation]]: ...
+    def evaluate(self, split: str = "val") -> list[Evaluation]: ...
+
+
+class SeparateChildren:
+    """K :class:`ChildTrainer` objects behind the :class:`ChildPool` interface (one data copy)."""
+
+    def __init__(self, task: TaskConfig, num_children: int, data: ChildData | None = None,
+                 device: str | None = None):
+        self.task, self.k = task, num_children
+        first = ChildTrainer(task, data=data, device=device)
+        self.children = [first] + [ChildTrainer(task, data=first.data, device=str(first.device))
+                                   for _ in range(num_children - 1)]
+        self._last = np.zeros((num_children, 7), dtype=np.float32)
+        self._last_eval = [Evaluation(float("nan"), float("nan"))] * num_children
+
+    def reset_child(self, i: int, lr: float, seed: int) -> None:
+        self.children[i].reset(lr, seed)
+
+    @property
+    def lrs(self) -> np.ndarray:
+        return np.array([c.lr for c in self.children], dtype=np.float64)
+
+    @lrs.setter
+    def lrs(self, values) -> None:
+        for c, v in zip(self.children, np.broadcast_to(np.asarray(values, dtype=np.float64), (self.k,))):
+            c.lr = float(v)
+
+    def set_lr(self, i: int, value: float) -> None:
+        self.children[i].lr = float(value)
+
+    @property
+    def step(self) -> np.ndarray:
+        return np.array([c.step for c in self.children], dtype=np.int64)
+
+    @property
+    def diverged(self) -> np.ndarray:
+        return np.array([c.diverged for c in self.children], dtype=bool)
+
+    def train_steps(self, k: int, lrs=None, children: Sequence[int] | None = None) -> list[TrainResult]:
+        if lrs is not None:
+            self.lrs = lrs
+        chosen = set(range(self.k) if children is None else children)
+        return [c.train_steps(k) if i in chosen else TrainResult(float("nan"), 0, c.diverged)
+                for i, c in enumerate(self.children)]
+
+    def observe(self, children: Sequence[int] | None = None) -> tuple[np.ndarray, list[Evaluation]]:
+        """As ``BatchedChildTrainer.observe``: rows of children not named are their last observation."""
+        for i in (range(self.k) if children is None else children):
+            self._last[i], self._last_eval[i] = self.children[i].observe()
+        return self._last.copy(), list(self._last_eval)
+
+    def evaluate(self, split: str = "val") -> list[Evaluation]:
+        return [c.evaluate(split) for c in self.children]
+
+
+def child_pool(task: TaskConfig, num_children: int, data: ChildData | None = None,
+               device: str | None = None) -> ChildPool:
+    """K children of ``task``: batched when the model supports it, else separate trainers."""
+    if task.model in BATCHED_MODELS:
+        return BatchedChildTrainer(task, num_children, data=data, device=device)
+    return SeparateChildren(task, num_children, data=data, device=device)

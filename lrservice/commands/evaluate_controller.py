@@ -1,0 +1,85 @@
+"""``lrservice evaluate-controller``: does a learned controller beat tuned baselines? (no Ray needed)
+
+    lrservice evaluate-controller --config configs/digits-mlp-controller.yaml --controller results/controller/digits-mlp
+    lrservice evaluate-controller --config configs/mnist1d-mlp.yaml --controller a=ctrl-a.pt --controller b=ctrl-b.pt
+
+Tunes constant and cosine on the config's evaluate grids and tune seeds, then runs them and
+each controller (deterministic policy, from every initial LR) on held-out seeds, and writes
+paired per-seed differences with 95% bootstrap CIs (see docs/controller.md). The child task
+is the config's ``task`` section, so a controller trained elsewhere is evaluated zero-shot.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+
+from lrservice.commands.options import load_run_config, progress
+from lrservice.config import ConfigError
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser(
+        "evaluate-controller", help="compare learned controllers with tuned constant and cosine on held-out seeds",
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--config", required=True, help="YAML/JSON run config: its task and evaluate sections")
+    parser.add_argument("--controller", action="append", required=True, metavar="[NAME=]PATH",
+                        help="exported controller (.pt), checkpoint or train-controller output dir; repeatable")
+    parser.add_argument("--output", default=None, help="output directory (default: evaluate.output_dir)")
+    parser.add_argument("--download", action="store_true", help="let torchvision datasets download into task.data_dir")
+    parser.set_defaults(func=run, address=None, resume=False)
+    return parser
+
+
+def _named(specs: list[str]) -> dict[str, str]:
+    named = {}
+    for i, spec in enumerate(specs):
+        name, sep, path = spec.partition("=")
+        if not sep:
+            name, path = ("controller" if len(specs) == 1 else f"controller{i + 1}"), spec
+        if not name.replace("-", "").replace("_", "").isalnum():
+            raise ConfigError(f"--controller: {name!r} is not a usable name; use letters, digits, '-' and '_'")
+        if name in named or name in ("constant", "cosine"):
+            raise ConfigError(f"--controller: the name {name!r} is taken; give each controller its own NAME=")
+        named[name] = path
+    return named
+
+
+def run(args: argparse.Namespace) -> int:
+    from lrservice.child.trainer import load_task_data
+    from lrservice.control.checkpoint import resolve_checkpoint
+    from lrservice.control.controller import LearnedController
+    from lrservice.control.evaluate import evaluate_controllers
+    from lrservice.control.evidence import write_evaluation
+
+    config = load_run_config(args)
+    paths = {name: resolve_checkpoint(path) for name, path in _named(args.controller).items()}  # before any work
+    torch.set_num_threads(1)
+    ev, task = config.evaluate, config.task
+    controllers = {name: LearnedController.from_checkpoint(p) for name, p in paths.items()}
+    initial_lrs = ev.initial_lrs or config.controller.initial_lrs
+    started = time.perf_counter()
+    data = load_task_data(task)
+    progress(f"[lrservice] evaluate: {task.dataset}/{task.model}, {task.steps} steps; tune seeds {list(ev.tune_seeds)}, "
+             f"held-out seeds {list(ev.seeds)}")
+    grids = {"constant": ev.constant_grid, "cosine": ev.cosine_grid}
+    runs, rows, tuned = evaluate_controllers(task, data, controllers, grids, ev.tune_seeds, ev.seeds,
+                                             initial_lrs, log=progress)
+    tuning = sum(len(g) for g in grids.values()) * len(ev.tune_seeds) * task.steps
+    costs = {kind: f"{len(grids[kind]) * len(ev.tune_seeds) * task.steps:,} tuning + {task.steps}/seed"
+             for kind in grids}
+    for name, ctrl in controllers.items():
+        spent = float(ctrl.payload.get("training", {}).get("child_steps", 0) or 0)
+        costs[name] = f"{spent:,.0f} training (pretrained, reused) + {task.steps}/seed"
+    out = write_evaluation(args.output or ev.output_dir, runs, rows, tuned, costs,
+                           f"{task.dataset}/{task.model}, {task.steps} steps, {len(ev.seeds)} held-out seeds",
+                           config.controller.action_every,
+                           {"task": config.to_dict()["task"], "evaluate": config.to_dict()["evaluate"],
+                            "controllers": {k: str(v) for k, v in paths.items()}, "tuned": tuned,
+                            "tuning_child_steps": tuning, "wall_s": time.perf_counter() - started})
+    print((out / "summary.md").read_text(), flush=True)
+    progress(f"[lrservice] evaluation written to {out} ({time.perf_counter() - started:.0f} s)")
+    return 0

@@ -1,0 +1,206 @@
+"""Controller checkpoints: the training layout, and the compact export that needs no RLlib.
+
+Training output directory (``train-controller --output``)::
+
+    checkpoints/iter_000005/      algo.save_to_path(...) plus controller.json (task and
+                                  controller sections, iteration, env and child steps)
+    LATEST                        the name of the newest complete checkpoint
+    controller.pt                 the newest checkpoint exported (see below)
+    training_log.parquet          one row per PPO iteration
+
+The export (:func:`export_controller`) is one small file loadable with
+``torch.load(weights_only=True)``: the actor network's layers, the frozen observation
+normaliser (RLlib's MeanStdFilter statistics when the checkpoint was written), the feature
+set, the action semantics and what training cost. :class:`~lrservice.control.controller.
+LearnedController` runs from it without Ray.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+import torch
+
+from lrservice.child.features import FEATURE_SETS
+from lrservice.config import ConfigError, ControllerConfig, RunConfig, TaskConfig, config_from_dict
+from lrservice.io import atomic_write_bytes, atomic_write_text
+
+CHECKPOINTS = "checkpoints"
+LATEST = "LATEST"
+META_FILE = "controller.json"
+EXPORT_FILE = "controller.pt"
+MODULE_PATH = ("learner_group", "learner", "rl_module", "default_policy")
+FILTER_PATH = ("env_runner", "env_to_module_connector")
+EXPORT_FORMAT = "lrservice-controller"
+EXPORT_VERSION = 1
+
+
+def checkpoint_name(iteration: int) -> str:
+    return f"iter_{iteration:06d}"
+
+
+def latest_checkpoint(output_dir: str | os.PathLike) -> Path | None:
+    """The newest complete checkpoint under ``output_dir`` (via ``LATEST``), or None."""
+    out = Path(output_dir)
+    marker = out / LATEST
+    if marker.is_file():
+        path = out / CHECKPOINTS / marker.read_text().strip()
+        if (path / META_FILE).is_file():
+            return path
+    done = sorted(p for p in (out / CHECKPOINTS).glob("iter_*") if (p / META_FILE).is_file())
+    return done[-1] if done else None
+
+
+def read_metadata(checkpoint: str | os.PathLike) -> dict:
+    """``controller.json`` of a checkpoint: iteration, env steps, task and controller sections."""
+    path = Path(checkpoint) / META_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{checkpoint}: not a controller checkpoint (no {META_FILE}); "
+                                "give a directory written by `lrservice train-controller`")
+    return json.loads(path.read_text())
+
+
+def save_checkpoint(algo, config: RunConfig, output_dir: Path, iteration: int, env_steps: float,
+                    child_steps: float = 0.0, episodes: float = 0.0) -> Path:
+    """``algo.save_to_path`` into ``checkpoints/iter_N`` plus ``controller.json``; then point ``LATEST`` at it."""
+    path = Path(output_dir) / CHECKPOINTS / checkpoint_name(iteration)
+    algo.save_to_path(str(path))
+    plain = config.to_dict()
+    meta = {"iteration": iteration, "env_steps": env_steps, "child_steps": child_steps, "episodes": episodes,
+            "task": plain["task"], "controller": plain["controller"]}
+    atomic_write_text(path / META_FILE, json.dumps(meta, indent=2))
+    atomic_write_text(Path(output_dir) / LATEST, path.name)
+    return path
+
+
+PRETRAINED_PREFIX = "pretrained:"
+PRETRAINED_DIR = Path(__file__).resolve().parent.parent / "controllers"
+
+
+def pretrained_controllers() -> dict[str, Path]:
+    """The controllers shipped inside the package (``pretrained:NAME``), by name."""
+    return {p.stem: p for p in sorted(PRETRAINED_DIR.glob("*.pt"))}
+
+
+def resolve_checkpoint(path: str | os.PathLike) -> Path:
+    """``pretrained:NAME``, an exported file, a checkpoint directory, or an output directory's newest checkpoint."""
+    text = str(path)
+    if text.startswith(PRETRAINED_PREFIX):
+        name = text[len(PRETRAINED_PREFIX):]
+        shipped = pretrained_controllers()
+        if name not in shipped:
+            raise FileNotFoundError(f"{text}: no such pretrained controller; shipped: "
+                                    + ", ".join(PRETRAINED_PREFIX + n for n in shipped))
+        return shipped[name]
+    p = Path(os.path.expanduser(text)).resolve()
+    if p.is_file():
+        return p
+    if (p / META_FILE).is_file() and p.joinpath(*MODULE_PATH).is_dir():
+        return p
+    latest = latest_checkpoint(p) if p.is_dir() else None
+    if latest is None:
+        raise FileNotFoundError(f"{path}: no controller checkpoint there; give an exported controller file "
+                                "(controller.pt), a checkpoint directory (checkpoints/iter_N) or an output "
+                                "directory written by `lrservice train-controller`")
+    return latest
+
+
+def observation_stats(checkpoint: Path) -> dict[str, Any]:
+    """The MeanStdFilter statistics the env runners had when the checkpoint was written.
+
+    ``normalise(x) = clip((x - mean) / (std + eps), -clip, clip)`` as RLlib's filter does;
+    identity when the checkpoint has no filter.
+    """
+    from ray.rllib.connectors.env_to_module import EnvToModulePipeline, MeanStdFilter
+    from ray.rllib.utils.filter import SMALL_NUMBER, RunningStat
+
+    identity = {"mean": None, "std": None, "clip": None, "eps": 0.0, "count": 0}
+    where = checkpoint.joinpath(*FILTER_PATH)
+    if not where.is_dir():
+        return identity
+    pipeline = EnvToModulePipeline.from_checkpoint(str(where))
+    filt = next((c for c in pipeline.connectors if isinstance(c, MeanStdFilter)), None)
+    if filt is None:
+        return identity
+    state = filt.get_state()[None]
+    stat = RunningStat.from_state(state["running_stats"][0])
+    return {"mean": np.asarray(stat.mean, np.float64) if state["de_mean_to_zero"] else None,
+            "std": np.asarray(stat.std, np.float64) if state["de_std_to_one"] else None,
+            "clip": None if state["clip_by_value"] is None else float(state["clip_by_value"]),
+            "eps": float(SMALL_NUMBER) if state["de_std_to_one"] else 0.0, "count": int(stat.n)}
+
+
+def actor_layers(module) -> list[torch.nn.Linear]:
+    """The RLModule's policy path as its Linear layers in order: actor encoder, then pi head."""
+    encoder = getattr(module.encoder, "actor_encoder", module.encoder)
+    layers = [m for m in encoder.modules() if isinstance(m, torch.nn.Linear)]
+    layers += [m for m in module.pi.modules() if isinstance(m, torch.nn.Linear)]
+    return layers
+
+
+def export_payload(ckpt: Path, extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The compact controller of the RLlib checkpoint directory ``ckpt`` as plain tensors and numbers."""
+    from ray.rllib.core.rl_module.rl_module import RLModule
+
+    meta = read_metadata(ckpt)
+    module = RLModule.from_checkpoint(str(ckpt.joinpath(*MODULE_PATH)))
+    activation = module.model_config.get("fcnet_activation", "tanh") if isinstance(module.model_config, dict) \
+        else getattr(module.model_config, "fcnet_activation", "tanh")
+    stats = observation_stats(ckpt)
+    n = len(FEATURE_SETS[meta["controller"].get("features", "paper")])
+    payload = {
+        "format": EXPORT_FORMAT, "version": EXPORT_VERSION,
+        "task": meta["task"], "controller": meta["controller"],
+        "features": list(FEATURE_SETS[meta["controller"].get("features", "paper")]),
+        "normaliser": {
+            "mean": torch.as_tensor(stats["mean"] if stats["mean"] is not None else np.zeros(n), dtype=torch.float64),
+            "std": torch.as_tensor(stats["std"] if stats["std"] is not None else np.ones(n), dtype=torch.float64),
+            "clip": stats["clip"], "eps": stats["eps"], "count": stats["count"]},
+        "policy": {"activation": activation,
+                   "layers": [{"weight": l.weight.detach().cpu().clone(), "bias": l.bias.detach().cpu().clone()}
+                              for l in actor_layers(module)]},
+        "training": {"iteration": meta["iteration"], "env_steps": meta.get("env_steps", 0.0),
+                     "child_steps": meta.get("child_steps", 0.0), "episodes": meta.get("episodes", 0.0),
+                     "checkpoint": ckpt.name, **dict(extra or {})},
+    }
+    return payload
+
+
+def export_controller(checkpoint: str | os.PathLike, out: str | os.PathLike | None = None,
+                      extra: Mapping[str, Any] | None = None) -> Path:
+    """Write the compact controller of an RLlib checkpoint (default: ``<output dir>/controller.pt``)."""
+    ckpt = resolve_checkpoint(checkpoint)
+    if ckpt.is_file():
+        raise ConfigError(f"{checkpoint}: already an exported controller")
+    payload = export_payload(ckpt, extra)
+    target = Path(out) if out is not None else ckpt.parent.parent / EXPORT_FILE
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    atomic_write_bytes(target, buffer.getvalue())
+    return target
+
+
+def load_export(path: str | os.PathLike) -> dict[str, Any]:
+    """An exported controller, checked: format, version and sections (one-line errors)."""
+    p = Path(path)
+    try:
+        payload = torch.load(p, map_location="cpu", weights_only=True)
+    except Exception as exc:  # a truncated or foreign file: say which and why, in one line
+        raise ConfigError(f"{p}: not an exported lrservice controller ({exc.__class__.__name__})") from None
+    if not isinstance(payload, dict) or payload.get("format") != EXPORT_FORMAT:
+        raise ConfigError(f"{p}: not an exported lrservice controller (format is not {EXPORT_FORMAT!r})")
+    if payload.get("version") != EXPORT_VERSION:
+        raise ConfigError(f"{p}: controller export version {payload.get('version')!r} is not supported "
+                          f"(this lrservice reads version {EXPORT_VERSION})")
+    return payload
+
+
+def export_sections(payload: Mapping[str, Any]) -> tuple[TaskConfig, ControllerConfig]:
+    """The task and controller sections an export was trained with, validated."""
+    run = config_from_dict({"task": payload["task"], "controller": payload["controller"]})
+    return run.task, run.controller

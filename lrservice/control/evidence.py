@@ -1,0 +1,88 @@
+"""Writes a controller evaluation: per-run and summary Parquet, a Markdown table, LR plots.
+
+Files (``output_dir``): ``runs.parquet`` (one row per child run, with its LR trajectory),
+``summary.parquet`` and ``summary.md`` (per arm and initial LR: mean ± std, paired
+differences against tuned cosine and tuned constant with 95% bootstrap CIs, and the child
+steps each arm cost), ``lr_trajectories.png``. Every file is written atomically.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from lrservice.control.evaluate import Run
+from lrservice.io import atomic_write_bytes, atomic_write_text
+
+
+def _parquet(path: Path, rows: Sequence[Mapping]) -> None:
+    sink = io.BytesIO()
+    pq.write_table(pa.Table.from_pylist([dict(r) for r in rows]), sink)
+    atomic_write_bytes(path, sink.getvalue())
+
+
+def _ci(row: Mapping, key: str, digits: int = 4) -> str:
+    return f"{row[key]:+.{digits}f} [{row[key + '_low']:+.{digits}f}, {row[key + '_high']:+.{digits}f}]"
+
+
+def markdown(rows: Sequence[Mapping], costs: Mapping[str, str], title: str) -> str:
+    """The summary table: one line per arm and initial LR."""
+    lines = [f"### {title}", "",
+             "| arm | initial LR | final val loss | test acc | Δ val loss vs tuned cosine [95% CI] | verdict "
+             "| Δ val loss vs tuned constant [95% CI] | verdict | Δ test acc vs tuned cosine | child steps spent |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(
+            f"| {r['arm']} | {r['initial_lr']:g} | {r['val_loss_mean']:.4f} ± {r['val_loss_std']:.4f} "
+            f"| {r['test_accuracy_mean']:.4f} ± {r['test_accuracy_std']:.4f} | {_ci(r, 'dval_vs_cosine')} "
+            f"| {r['verdict_vs_cosine']} | {_ci(r, 'dval_vs_constant')} | {r['verdict_vs_constant']} "
+            f"| {_ci(r, 'dacc_vs_cosine')} | {costs.get(r['arm'], '')} |")
+    return "\n".join(lines) + "\n"
+
+
+def plot_trajectories(path: Path, runs: Sequence[Run], action_every: int) -> None:
+    """Median LR per decision block of each controller and initial LR, beside the tuned baselines."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    groups: dict[tuple[str, float], list[Run]] = {}
+    for r in runs:
+        groups.setdefault((r.arm, r.initial_lr), []).append(r)
+    for (arm, lr), rs in sorted(groups.items()):
+        traj = np.nanmedian(np.asarray([r.lrs for r in rs], dtype=np.float64), axis=0)
+        steps = np.arange(len(traj)) * action_every
+        style = "--" if arm in ("constant", "cosine") else "-"
+        label = f"tuned {arm} ({lr:g})" if style == "--" else f"{arm} from {lr:g}"
+        ax.step(steps, traj, where="post", linestyle=style, label=label)
+    ax.set_yscale("log")
+    ax.set_xlabel("child step")
+    ax.set_ylabel("learning rate (median over held-out seeds)")
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    sink = io.BytesIO()
+    fig.savefig(sink, format="png", dpi=110)
+    plt.close(fig)
+    atomic_write_bytes(path, sink.getvalue())
+
+
+def write_evaluation(output_dir: str | Path, runs: Sequence[Run], rows: Sequence[Mapping], tuned: Mapping[str, float],
+                     costs: Mapping[str, str], title: str, action_every: int, meta: Mapping) -> Path:
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    _parquet(out / "runs.parquet", [{**dataclasses.asdict(r), "lrs": list(r.lrs)} for r in runs])
+    _parquet(out / "summary.parquet", rows)
+    tuned_line = ", ".join(f"{k} lr={v:g}" for k, v in tuned.items())
+    atomic_write_text(out / "summary.md", markdown(rows, costs, title) + f"\nTuned on validation loss: {tuned_line}.\n")
+    atomic_write_text(out / "evaluation.json", json.dumps(dict(meta), indent=2, default=str))
+    plot_trajectories(out / "lr_trajectories.png", runs, action_every)
+    return out
