@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-DATASETS = ("digits", "mnist", "fashion_mnist", "cifar10")
+DATASETS = ("digits", "mnist", "fashion_mnist", "cifar10", "mnist1d")
 MODELS = ("mlp", "lenet5", "resnet18")
 OPTIMIZERS = ("adam", "sgd", "momentum")
 DEVICES = ("auto", "cpu", "cuda")
@@ -75,6 +75,9 @@ class TaskConfig:
         _choice(f"{path}.model", self.model, MODELS)
         _choice(f"{path}.optimizer", self.optimizer, OPTIMIZERS)
         _choice(f"{path}.device", self.device, DEVICES)
+        if self.dataset == "mnist1d" and self.model != "mlp":
+            raise ConfigError(f"{path}.model: {self.model!r} is not allowed with dataset 'mnist1d' "
+                              f"(1-D signals of length 40, no 2-D image); use 'mlp'")
         for name in ("batch_size", "steps", "val_size", "val_subset", "eval_every"):
             _positive(f"{path}.{name}", getattr(self, name))
         _positive(f"{path}.weight_decay", self.weight_decay, allow_zero=True)

@@ -125,3 +125,23 @@ def test_gzip_is_not_needed_but_real_idx_magic_is(tmp_path):
     bad.write_bytes(gzip.compress(b"not an idx file"))
     with pytest.raises(Exception):
         load_dataset("mnist", tmp_path, val_size=10)
+
+
+def test_one_dataset_cache_shared_by_env_compare_and_recommend(tmp_path):
+    """The three per-process users get the very same tensors; only data-deciding fields make a new entry."""
+    import dataclasses
+
+    from lrservice.child.trainer import cached_task_data
+    from lrservice.compare import trainable
+    from lrservice.config import ControllerConfig, TaskConfig
+    from lrservice.control.env import LRControlEnv, env_config
+    from lrservice.recommend import trial
+
+    task = TaskConfig(dataset="digits", data_dir=str(tmp_path), val_size=300, device="cpu")
+    data = cached_task_data(task)
+    assert trainable._data(task) is data and trial._data(task) is data
+    env = LRControlEnv(env_config(task, ControllerConfig()))
+    assert env.trainer.data.train_x is data.train_x  # on CPU .to() keeps the shared tensors
+    assert cached_task_data(dataclasses.replace(task, seed=5, steps=7, batch_size=8)) is data
+    other = cached_task_data(dataclasses.replace(task, max_train_samples=100))
+    assert other is not data and len(other.train_x) == 100

@@ -1,6 +1,8 @@
 """Child datasets held in memory as tensors: train / validation / test splits.
 
 ``digits`` (scikit-learn's 8x8 digits) ships inside scikit-learn and needs no network.
+``mnist1d`` (MNIST-1D, Greydanus 2020: 1-D signals of length 40, harder than digits) is
+generated offline by the ``mnist1d`` package and cached as a ``.npz`` in the data directory.
 ``mnist``, ``fashion_mnist`` and ``cifar10`` load through torchvision from a data
 directory; they download only when the caller allows it. Whole splits live in memory
 as float tensors so a training step is an index into a tensor, not a DataLoader.
@@ -8,13 +10,21 @@ as float tensors so a training step is an index into a tensor, not a DataLoader.
 
 from __future__ import annotations
 
+import os
+import random
+import tempfile
+import zipfile
 from dataclasses import dataclass
+from importlib import metadata
 from pathlib import Path
 
 import numpy as np
 import torch
 
-DATASETS = ("digits", "mnist", "fashion_mnist", "cifar10")
+DATASETS = ("digits", "mnist", "fashion_mnist", "cifar10", "mnist1d")
+MNIST1D_SAMPLES = 5000  # the package's default: 4,000 train + 1,000 test signals
+MNIST1D_SEED = 42       # the package's default seed (the published MNIST-1D)
+_MNIST1D_KEYS = ("x", "y", "x_test", "y_test")
 
 
 class DatasetUnavailable(RuntimeError):
@@ -23,7 +33,7 @@ class DatasetUnavailable(RuntimeError):
 
 @dataclass(frozen=True)
 class ChildData:
-    """A dataset as tensors. Images are ``(N, C, H, W)`` float32, labels int64."""
+    """A dataset as tensors. Images are ``(N, C, H, W)``, 1-D signals ``(N, C, L)``; float32, labels int64."""
 
     name: str
     train_x: torch.Tensor
@@ -95,6 +105,70 @@ def load_digits(val_size: int = 300, split_seed: int = 0, max_train_samples: int
                   val_size, split_seed, max_train_samples, num_classes=10)
 
 
+def generate_mnist1d(num_samples: int = MNIST1D_SAMPLES, seed: int = MNIST1D_SEED) -> dict[str, np.ndarray]:
+    """MNIST-1D from the package's templates and default args via ``make_dataset`` (never
+    ``get_dataset``, which downloads a pickle); the global RNG state is left as it was."""
+    from mnist1d.data import get_dataset_args, make_dataset  # imports matplotlib and requests: 2.6 s, so only here
+
+    args = get_dataset_args()
+    args.num_samples, args.seed = num_samples, seed
+    saved = random.getstate(), np.random.get_state()  # make_dataset seeds the global RNGs
+    try:
+        data = make_dataset(args)
+    finally:
+        random.setstate(saved[0])
+        np.random.set_state(saved[1])
+    return {"x": data["x"].astype(np.float32), "y": data["y"].astype(np.int64),
+            "x_test": data["x_test"].astype(np.float32), "y_test": data["y_test"].astype(np.int64)}
+
+
+def mnist1d_cache_path(root: str | Path, num_samples: int = MNIST1D_SAMPLES, seed: int = MNIST1D_SEED) -> Path:
+    """The cache file; named by package version, size and seed so a change of any regenerates."""
+    try:
+        version = metadata.version("mnist1d")
+    except metadata.PackageNotFoundError:
+        raise DatasetUnavailable("mnist1d: the 'mnist1d' package is not installed; run: pip install mnist1d") from None
+    return Path(root) / f"mnist1d-{version}-n{num_samples}-seed{seed}.npz"
+
+
+def _save_npz_atomic(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    """Write a sibling temp file, then ``os.replace``: readers see no file or a whole one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        os.fchmod(fd, 0o644)  # mkstemp makes 0600; the data directory may be shared
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, **arrays)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def mnist1d_arrays(root: str | Path, num_samples: int = MNIST1D_SAMPLES, seed: int = MNIST1D_SEED) -> dict[str, np.ndarray]:
+    """The cached arrays; generated and cached when the file is missing or unreadable."""
+    path = mnist1d_cache_path(root, num_samples, seed)
+    try:
+        with np.load(path) as cached:
+            return {k: cached[k] for k in _MNIST1D_KEYS}
+    except (OSError, EOFError, ValueError, KeyError, zipfile.BadZipFile):
+        pass  # missing or damaged: generate again
+    arrays = generate_mnist1d(num_samples, seed)
+    _save_npz_atomic(path, arrays)
+    return arrays
+
+
+def load_mnist1d(root: str | Path, val_size: int = 500, split_seed: int = 0,
+                 max_train_samples: int | None = None) -> ChildData:
+    """MNIST-1D as ``(N, 1, 40)`` signals, 10 classes; already centred and scaled by the generator."""
+    arrays = mnist1d_arrays(root)
+    signals = lambda key: torch.from_numpy(arrays[key]).unsqueeze(1)
+    return _split("mnist1d", signals("x"), torch.from_numpy(arrays["y"]), signals("x_test"),
+                  torch.from_numpy(arrays["y_test"]), val_size, split_seed, max_train_samples, num_classes=10)
+
+
 _MISSING = (
     "{title} was not found in {root}. Rerun with --download (needs network) to fetch it there, "
     "or copy the torchvision {title} files into {root} (set task.data_dir or $LRSERVICE_DATA to another folder)."
@@ -159,11 +233,15 @@ def load_torchvision(name: str, root: str | Path, download: bool = False, val_si
 
 def load_dataset(name: str, root: str | Path = ".", download: bool = False, val_size: int = 5000,
                  split_seed: int = 0, max_train_samples: int | None = None, verify: bool = True) -> ChildData:
-    """Load any supported dataset by name; ``digits`` caps ``val_size`` at a fifth of its data."""
+    """Load any supported dataset by name; ``val_size`` is capped at 300 for ``digits`` and
+    500 for ``mnist1d`` (small datasets: the rest trains)."""
     if name not in DATASETS:
         raise ValueError(f"task.dataset: {name!r} is not allowed; choose one of: {', '.join(DATASETS)}")
     if name == "digits":
         return load_digits(val_size=min(val_size, 300), split_seed=split_seed,
                            max_train_samples=max_train_samples)
+    if name == "mnist1d":
+        return load_mnist1d(root, val_size=min(val_size, 500), split_seed=split_seed,
+                            max_train_samples=max_train_samples)
     return load_torchvision(name, root, download=download, val_size=val_size, split_seed=split_seed,
                             max_train_samples=max_train_samples, verify=verify)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Callable
 
 import numpy as np
@@ -54,6 +55,20 @@ def load_task_data(task: TaskConfig) -> ChildData:
     """The task's dataset, split with the fixed split seed (0) so every run sees the same splits."""
     return load_dataset(task.dataset, task.data_path, download=task.download, val_size=task.val_size,
                         split_seed=0, max_train_samples=task.max_train_samples)
+
+
+@lru_cache(maxsize=2)
+def _cached_data(dataset: str, root: str, download: bool, val_size: int, max_train_samples: int | None) -> ChildData:
+    """Keyed on plain values; two entries so a process switching tasks keeps at most two datasets."""
+    return load_dataset(dataset, root, download=download, val_size=val_size, split_seed=0,
+                        max_train_samples=max_train_samples)
+
+
+def cached_task_data(task: TaskConfig) -> ChildData:
+    """:func:`load_task_data`, once per process for the fields that decide the data (dataset, data
+    directory, download, val_size, max_train_samples): env resets, reused Tune actors and trials share it.
+    Every caller shares the same tensors, so none may modify them in place."""
+    return _cached_data(task.dataset, str(task.data_path), task.download, task.val_size, task.max_train_samples)
 
 
 def make_optimizer(task: TaskConfig, params, lr: float) -> torch.optim.Optimizer:

@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 CHECKPOINT_FILE = "trial.pt"
-_DATA_CACHE: dict = {}
 _CONTROLLER_CACHE: dict = {}
 
 Report = Callable[[dict, "Path | None"], None]
@@ -96,13 +95,9 @@ def _task(spec: Mapping[str, Any]):
 
 def _data(task):
     """The task's tensors, loaded once per worker process (Tune reuses trial actors)."""
-    from lrservice.child import load_task_data
+    from lrservice.child import cached_task_data
 
-    key = (task.dataset, str(task.data_path), task.val_size, task.max_train_samples)
-    if key not in _DATA_CACHE:
-        _DATA_CACHE.clear()
-        _DATA_CACHE[key] = load_task_data(task)
-    return _DATA_CACHE[key]
+    return cached_task_data(task)
 
 
 def _controller(path: str):

@@ -9,30 +9,19 @@ learning rate; the episode rules (actions, rewards, twins, tasks) are those of
 from __future__ import annotations
 
 import dataclasses
-from functools import lru_cache
 from typing import Any, Mapping
 
 import gymnasium as gym
 import numpy as np
 
-from lrservice.child.data import ChildData, load_dataset
+from lrservice.child.data import ChildData
 from lrservice.child.pool import SeparateChildren
-from lrservice.child.trainer import ChildTrainer
+from lrservice.child.trainer import ChildTrainer, cached_task_data
 from lrservice.config import TaskConfig
 from lrservice.control.actions import action_space, env_sections, observation_space
 from lrservice.control.episodes import EpisodeBatch
 
 ENV_NAME = "lrservice-lr-control"
-
-
-@lru_cache(maxsize=4)
-def _dataset(name: str, root: str, download: bool, val_size: int, max_train_samples: int | None) -> ChildData:
-    return load_dataset(name, root, download=download, val_size=val_size, max_train_samples=max_train_samples)
-
-
-def cached_task_data(task: TaskConfig) -> ChildData:
-    """The task's dataset, loaded once per process: env resets and sibling envs share it."""
-    return _dataset(task.dataset, str(task.data_path), task.download, task.val_size, task.max_train_samples)
 
 
 def _scalars(infos: Mapping[str, np.ndarray]) -> dict:

@@ -22,7 +22,7 @@ from gymnasium.vector.utils import batch_space
 from lrservice.child.data import ChildData
 from lrservice.config import ConfigError
 from lrservice.control.actions import action_space, env_sections, observation_space
-from lrservice.control.env import cached_task_data
+from lrservice.child.trainer import cached_task_data
 from lrservice.control.episodes import EpisodeBatch
 
 VECTOR_ENV_NAME = "lrservice-lr-control-vector"

@@ -20,7 +20,6 @@ from typing import Callable
 from lrservice.config import TaskConfig
 
 Report = Callable[[dict], None]
-_DATA_CACHE: dict = {}  # per worker process: reused actors skip reloading the dataset
 
 
 def run_child(trainer, policy, seed: int, budget: int, eval_every: int, report: Report) -> None:
@@ -72,12 +71,10 @@ def run_child(trainer, policy, seed: int, budget: int, eval_every: int, report: 
 
 
 def _data(task: TaskConfig):
-    from lrservice.child.trainer import load_task_data
+    """The task's tensors, loaded once per worker process (reused actors skip reloading)."""
+    from lrservice.child.trainer import cached_task_data
 
-    if task not in _DATA_CACHE:
-        _DATA_CACHE.clear()
-        _DATA_CACHE[task] = load_task_data(task)
-    return _DATA_CACHE[task]
+    return cached_task_data(task)
 
 
 def tune_trial(config: dict, task: TaskConfig) -> None:
