@@ -10,8 +10,9 @@ import torch.nn.functional as F
 from lrservice.child import load_dataset
 from lrservice.child.trainer import ChildTrainer
 from lrservice.config import TaskConfig, config_from_dict
-from lrservice.control.controller import (ChildObserver, ControllerScheduler, LearnedController,
-                                          load_observation_stats, resolve_checkpoint)
+from lrservice.config import ConfigError
+from lrservice.control.checkpoint import MODULE_PATH, export_controller, resolve_checkpoint
+from lrservice.control.controller import ChildObserver, ControllerScheduler, LearnedController
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]  # the module fixture trains PPO (~30 s)
 
@@ -27,7 +28,8 @@ def checkpoints(tmp_path_factory):
     import ray
 
     from lrservice.control.ppo import build_ppo_config
-    from lrservice.control.training import save_checkpoint, train_controller
+    from lrservice.control.checkpoint import save_checkpoint
+    from lrservice.control.training import train_controller
     from lrservice.runtime import plan_placement
 
     if ray.is_initialized():
@@ -56,12 +58,17 @@ def test_loads_from_output_dir_without_ray_and_keeps_action_semantics(checkpoint
     ctrl = LearnedController.from_checkpoint(checkpoints["discrete"])
     assert ctrl.checkpoint == resolve_checkpoint(checkpoints["discrete"]) and ctrl.checkpoint.name == "iter_000001"
     assert ctrl.action_every == 10 and ctrl.config.factor == FACTOR and ctrl.config.action_space == "discrete"
-    # Actor and critic are separate 2x32 MLPs (vf_share_layers=False).
-    linears = {name: m.out_features for name, m in ctrl.module.named_modules() if isinstance(m, torch.nn.Linear)}
-    assert [v for k, v in linears.items() if "actor_encoder" in k] == [32, 32]
-    assert [v for k, v in linears.items() if "critic_encoder" in k] == [32, 32]
+    # The actor is a 2x32 MLP (tanh) and a head with one logit per action.
+    linears = [m for m in ctrl.network if isinstance(m, torch.nn.Linear)]
+    assert [m.out_features for m in linears] == [32, 32, 3]
     with pytest.raises(FileNotFoundError, match="no controller checkpoint"):
         LearnedController.from_checkpoint(checkpoints["discrete"] / "nowhere")
+
+
+def _rllib_module(checkpoint):
+    from ray.rllib.core.rl_module.rl_module import RLModule
+
+    return RLModule.from_checkpoint(str(resolve_checkpoint(checkpoint).joinpath(*MODULE_PATH)))
 
 
 def test_observation_stats_match_rllib_filter_and_stay_frozen(checkpoints):
@@ -72,26 +79,53 @@ def test_observation_stats_match_rllib_filter_and_stay_frozen(checkpoints):
     connector = next(c for c in pipeline.connectors if isinstance(c, MeanStdFilter))
     reference = connector._filters[None]  # RLlib's own filter object, asked not to update
     ctrl = LearnedController.from_checkpoint(checkpoints["discrete"])
-    assert ctrl.stats.count == 100 + 10  # 10 episodes of 10 actions, plus each episode's reset observation
+    assert ctrl.payload["normaliser"]["count"] == 100 + 10  # 10 episodes of 10 actions, plus each reset observation
     rng = np.random.default_rng(0)
+    mean_before = ctrl.mean.copy()
     for _ in range(5):
         x = (rng.normal(size=7) * np.array([1, 1, 5, 2, 0.01, 0.01, 0.003])).astype(np.float32)
-        np.testing.assert_allclose(ctrl.stats.normalise(x), reference(x, update=False), rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(ctrl.normalise(x[None])[0], reference(x, update=False), rtol=1e-5, atol=1e-6)
         ctrl.next_lr(x, 1e-3)
-    again = load_observation_stats(ckpt)
-    np.testing.assert_array_equal(ctrl.stats.mean, again.mean)
-    assert ctrl.stats.count == again.count
+    np.testing.assert_array_equal(ctrl.mean, mean_before)  # frozen: acting never updates the statistics
 
 
-def test_discrete_next_lr_is_argmax_of_the_module_times_factor(checkpoints):
+def test_exported_controller_round_trips_and_reproduces_the_rllib_module(checkpoints, tmp_path):
+    """The export (torch.load(weights_only=True), no RLlib) acts exactly as RLlib's RLModule does."""
+    for kind in ("discrete", "continuous"):
+        out = export_controller(checkpoints[kind], tmp_path / f"{kind}.pt")
+        payload = torch.load(out, weights_only=True)
+        assert payload["format"] == "lrservice-controller" and payload["version"] == 1
+        ctrl = LearnedController.from_checkpoint(out)
+        assert ctrl.checkpoint == out and ctrl.config.action_space == kind
+        module = _rllib_module(checkpoints[kind])
+        rng = np.random.default_rng(2)
+        rows = np.abs(rng.normal(size=(64, 7))).astype(np.float32) * np.array([1, 1, 5, 2, 0.1, 0.1, 0.01], np.float32)
+        obs = ctrl.normalise(rows)
+        with torch.no_grad():
+            out_module = module.forward_inference({"obs": torch.as_tensor(obs)})["action_dist_inputs"]
+            out_export = ctrl.network(torch.as_tensor(obs))
+        torch.testing.assert_close(out_export, out_module, rtol=1e-5, atol=1e-6)
+        dist = module.get_inference_action_dist_cls().from_logits(out_module).to_deterministic().sample().numpy()
+        got = ctrl.actions(rows)
+        if kind == "discrete":
+            np.testing.assert_array_equal(got, dist)
+        else:
+            np.testing.assert_allclose(got, np.clip(dist, -1, 1), rtol=1e-5, atol=1e-6)
+    with pytest.raises(ConfigError, match="not an exported lrservice controller"):
+        bad = tmp_path / "bad.pt"
+        bad.write_bytes(b"not a controller")
+        LearnedController.from_checkpoint(bad)
+
+
+def test_discrete_next_lr_is_argmax_times_its_factor(checkpoints):
     ctrl = LearnedController.from_checkpoint(checkpoints["discrete"])
-    stats = ctrl.stats
+    module = _rllib_module(checkpoints["discrete"])
     rng = np.random.default_rng(1)
     for lr in (1e-4, 1e-3, 0.099):
         x = np.abs(rng.normal(size=7)).astype(np.float32)
-        obs = np.clip((x - stats.mean) / (stats.std + 1e-6), -10, 10).astype(np.float32)  # RLlib's SMALL_NUMBER
+        obs = np.clip((x - ctrl.mean) / (ctrl.std + 1e-6), -10, 10).astype(np.float32)  # RLlib's SMALL_NUMBER
         with torch.no_grad():
-            logits = ctrl.module.forward_inference({"obs": torch.as_tensor(obs[None])})["action_dist_inputs"][0]
+            logits = module.forward_inference({"obs": torch.as_tensor(obs[None])})["action_dist_inputs"][0]
         expected = lr * (FACTOR, 1 / FACTOR, 1.0)[int(torch.argmax(logits))]
         assert ctrl.next_lr(x, lr) == pytest.approx(min(max(expected, 1e-5), 0.1), rel=1e-12)
         assert ctrl.next_lr(x, lr) == ctrl.next_lr(x, lr)  # deterministic
@@ -100,16 +134,13 @@ def test_discrete_next_lr_is_argmax_of_the_module_times_factor(checkpoints):
     assert ctrl.history == []
 
 
-def test_continuous_next_lr_uses_the_mean_unsquashed_to_the_factor_range(checkpoints):
+def test_continuous_next_lr_uses_the_mean_as_a_log_factor(checkpoints):
     ctrl = LearnedController.from_checkpoint(checkpoints["continuous"])
-    assert ctrl.config.action_space == "continuous"
-    low, high = 1 / 1.2, 1.2
+    module = _rllib_module(checkpoints["continuous"])
     x = np.array([0.5, 0.6, 3.0, 1.0, 0.0, 0.01, 1e-3], dtype=np.float32)
-    obs = ctrl.stats.normalise(x)
     with torch.no_grad():
-        mean = float(ctrl.module.forward_inference({"obs": torch.as_tensor(obs[None])})["action_dist_inputs"][0, 0])
-    factor = float(np.clip(low + (mean + 1.0) * (high - low) / 2.0, low, high))
-    assert ctrl.next_lr(x, 1e-3) == pytest.approx(1e-3 * factor, rel=1e-6)
+        mean = float(module.forward_inference({"obs": torch.as_tensor(ctrl.normalise(x[None]))})["action_dist_inputs"][0, 0])
+    assert ctrl.next_lr(x, 1e-3) == pytest.approx(1e-3 * 1.2 ** float(np.clip(mean, -1, 1)), rel=1e-5)
 
 
 def test_drives_a_lenet5_child_on_another_task_to_completion(checkpoints):
@@ -145,8 +176,8 @@ def test_child_observer_reproduces_trainer_features(checkpoints):
         np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-7)
 
 
-def test_controller_scheduler_drives_a_plain_torch_loop(checkpoints):
-    """docs/controller.md's example: any model, any optimizer, the controller as an LR scheduler."""
+def test_controller_scheduler_is_a_torch_lr_scheduler(checkpoints):
+    """docs/controller.md's example: any model, any optimizer, the controller as a torch LRScheduler."""
     ctrl = LearnedController.from_checkpoint(checkpoints["discrete"])
     data = load_dataset("digits")
     # -- the documented loop ---------------------------------------------------------------
@@ -155,7 +186,7 @@ def test_controller_scheduler_drives_a_plain_torch_loop(checkpoints):
     optimizer = torch.optim.SGD(model.parameters(), lr=1e-2, momentum=0.9)
     observer = ChildObserver(model, data.val_x[:128], data.val_y[:128], optimizer)
     seen = []
-    scheduler = ControllerScheduler(ctrl, optimizer, lambda: seen.append(observer()) or seen[-1])
+    scheduler = ControllerScheduler(optimizer, ctrl, lambda: seen.append(observer()) or seen[-1], total_steps=50)
     for step in range(50):
         idx = torch.randint(0, len(data.train_x), (32,))
         loss = F.cross_entropy(model(data.train_x[idx]), data.train_y[idx])
@@ -165,6 +196,7 @@ def test_controller_scheduler_drives_a_plain_torch_loop(checkpoints):
         observer.record(loss.item())
         scheduler.step()
     # ---------------------------------------------------------------------------------------
+    assert isinstance(scheduler, torch.optim.lr_scheduler.LRScheduler)
     assert len(seen) == 5 and len(ctrl.history) == 5
     lr = 1e-2
     for feats, (before, after) in zip(seen, ctrl.history):
@@ -173,4 +205,7 @@ def test_controller_scheduler_drives_a_plain_torch_loop(checkpoints):
         assert lr == after
     assert optimizer.param_groups[0]["lr"] == ctrl.history[4][1] == scheduler.get_last_lr()[0]
     state = scheduler.state_dict()
-    assert state["last_epoch"] == 50
+    assert state["last_epoch"] == 50 and "controller" not in state and "optimizer" not in state
+    fresh = ControllerScheduler(torch.optim.SGD(model.parameters(), lr=1.0), ctrl, lambda: seen[-1], total_steps=50)
+    fresh.load_state_dict(state)
+    assert fresh.last_epoch == 50 and fresh.get_last_lr() == scheduler.get_last_lr()

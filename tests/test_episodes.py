@@ -1,0 +1,177 @@
+"""Episode rules against hand-computed values: features, rewards, twins, tasks, short last blocks.
+
+References are independent: log/exp of numbers read from the child directly, a second
+ChildTrainer built from the same seed, and the arithmetic of the formulas in the docstrings.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from lrservice.child import ChildTrainer, load_task_data
+from lrservice.child.features import EXTENDED_NAMES, FEATURE_NAMES, feature_set
+from lrservice.config import ConfigError, ControllerConfig, TaskConfig, config_from_dict
+from lrservice.control.actions import step_reward
+from lrservice.control.env import LRControlEnv, env_config
+from lrservice.control.episodes import EpisodeBatch
+from lrservice.control.vector_env import LRVectorEnv
+
+TASK = TaskConfig(dataset="digits", model="mlp", batch_size=32, steps=55, val_subset=64, device="cpu")
+KEEP = 2  # index of factor 1.0 in FACTORS
+FACTORS = (0.5, 0.8, 1.0, 1.25, 2.0)
+
+
+@pytest.fixture(scope="module")
+def data():
+    return load_task_data(TASK)
+
+
+def test_extended_features_append_progress_and_logs():
+    paper = np.array([0.5, 0.25, 3.0, 1.0, 0.01, 0.02, 1e-3], dtype=np.float32)
+    ext = feature_set(paper, 0.3, "extended")
+    assert ext.shape == (len(EXTENDED_NAMES),) and len(EXTENDED_NAMES) == len(FEATURE_NAMES) + 4
+    np.testing.assert_array_equal(ext[:7], paper)
+    assert ext[7] == pytest.approx(0.3)
+    assert ext[8] == pytest.approx(-3.0, abs=1e-6)        # log10(1e-3)
+    assert ext[9] == pytest.approx(math.log(0.5), rel=1e-6)
+    assert ext[10] == pytest.approx(math.log(0.25), rel=1e-6)
+    np.testing.assert_array_equal(feature_set(paper, 0.3, "paper"), paper)
+    rows = feature_set(np.stack([paper, paper]), np.array([0.0, 1.0]), "extended")
+    assert rows[:, 7].tolist() == [0.0, 1.0]
+
+
+@pytest.mark.parametrize("reward,expected", [
+    ("dense", -0.4),
+    ("final", 0.0),
+    ("log_improvement", math.log(0.5) - math.log(0.4)),
+])
+def test_step_rewards_by_hand(reward, expected):
+    c = ControllerConfig(reward=reward)
+    assert step_reward(c, 0.4, 0.5, finished=False, diverged=False) == pytest.approx(expected)
+
+
+def test_final_reward_and_divergence_penalty():
+    c = ControllerConfig(reward="final", divergence_penalty=3.0)
+    assert step_reward(c, 0.4, 0.5, finished=True, diverged=False) == pytest.approx(-0.4)
+    assert step_reward(c, float("nan"), 0.5, finished=False, diverged=True) == -3.0
+
+
+def test_twin_reward_subtracts_the_twins_own_reward():
+    c = ControllerConfig(reward="log_improvement", baseline="twin")
+    got = step_reward(c, 0.4, 0.5, False, False, twin_loss=0.45, twin_prev_loss=0.5)
+    assert got == pytest.approx((math.log(0.5) - math.log(0.4)) - (math.log(0.5) - math.log(0.45)))
+    dense = ControllerConfig(reward="dense", baseline="twin")
+    assert step_reward(dense, 0.4, 0.5, False, False, twin_loss=0.45, twin_prev_loss=0.5) == pytest.approx(0.05)
+
+
+def test_log_improvement_return_telescopes_to_log_l0_over_lt(data):
+    c = ControllerConfig(reward="log_improvement", factors=FACTORS, initial_lr=3e-3)
+    batch = EpisodeBatch(TASK, c, 2, data_for=lambda _t: data, seed=0)
+    _, info = batch.reset()
+    first = info["val_loss"].copy()
+    total, done = np.zeros(2), np.zeros(2, dtype=bool)
+    rng = np.random.default_rng(1)
+    while not done.all():
+        _, r, term, info = batch.step(rng.integers(0, 5, size=2), autoreset=False)
+        total += np.where(done, 0.0, r)
+        done |= term
+    np.testing.assert_allclose(total, np.log(first) - np.log(info["val_loss"]), rtol=1e-9)
+
+
+@pytest.mark.parametrize("pool", ["separate", "batched"])
+def test_twin_shares_initial_weights_and_batch_order(data, pool):
+    """With 'keep' actions the controlled child and its constant twin are the same run: reward 0."""
+    c = ControllerConfig(reward="log_improvement", baseline="twin", factors=FACTORS, initial_lr=1e-3)
+    if pool == "separate":
+        from lrservice.child.pool import SeparateChildren
+
+        batch = EpisodeBatch(TASK, c, 2, pool_factory=lambda t, k: SeparateChildren(t, k, data=data), seed=3)
+    else:
+        batch = EpisodeBatch(TASK, c, 2, data_for=lambda _t: data, seed=3)
+    _, info = batch.reset()
+    np.testing.assert_allclose(info["val_loss"], info["twin_val_loss"], rtol=0, atol=0)
+    for _ in range(3):
+        _, rewards, _, info = batch.step(np.full(2, KEEP))
+        np.testing.assert_allclose(info["val_loss"], info["twin_val_loss"], rtol=1e-6)
+        np.testing.assert_allclose(rewards, 0.0, atol=1e-6)
+    # Acting differently from the twin makes the reward the difference of the two improvements.
+    before, twin_before = info["val_loss"].copy(), info["twin_val_loss"].copy()
+    _, rewards, _, info = batch.step(np.array([0, 4]))
+    expected = (np.log(before) - np.log(info["val_loss"])) - (np.log(twin_before) - np.log(info["twin_val_loss"]))
+    np.testing.assert_allclose(rewards, expected, rtol=1e-9)
+    assert batch.child_steps == 2 * 2 * 40  # two envs, each child and twin, four blocks of 10
+
+
+def test_twin_follows_a_named_policy(data):
+    c = ControllerConfig(baseline="twin", initial_lr=1e-3, twin_policy={"name": "FIX", "k0": 5e-3}, factors=FACTORS)
+    batch = EpisodeBatch(TASK, c, 1, data_for=lambda _t: data, seed=0)
+    batch.reset()
+    batch.step([KEEP])
+    pool, s, twin = batch._where(0)
+    assert pool.lrs[s] == pytest.approx(1e-3) and pool.lrs[twin] == pytest.approx(5e-3)
+    with pytest.raises(ConfigError, match="controller.twin_policy"):
+        config_from_dict({"controller": {"baseline": "twin", "twin_policy": {"name": "NOPE"}}})
+
+
+def test_single_and_batched_paths_agree_with_a_short_last_block(data):
+    """The contract: LRControlEnv (ChildTrainer) and LRVectorEnv (batched) play the same episode.
+
+    55 steps with action every 10: the last block is 5 steps in both, and both end at step 55.
+    """
+    cfg = env_config(TASK, ControllerConfig(features="extended", factors=FACTORS, reward="log_improvement"))
+    single, vector = LRControlEnv(cfg, data=data), LRVectorEnv(cfg, num_envs=1, data=data)
+    o1, i1 = single.reset(seed=5)
+    o2, i2 = vector.reset(seed=5)
+    assert i1["initial_lr"] == i2["initial_lr"][0] and i1["child_seed"] == i2["child_seed"][0]
+    np.testing.assert_allclose(o1, o2[0], rtol=1e-4, atol=1e-6)
+    steps = []
+    for action in (3, 3, 1, 2, 0, 2):
+        o1, r1, t1, _, i1 = single.step(action)
+        o2, r2, t2, _, i2 = vector.step(np.array([action]))
+        np.testing.assert_allclose(o1, o2[0], rtol=1e-3, atol=1e-5)
+        assert r1 == pytest.approx(r2[0], rel=1e-3, abs=1e-5) and t1 == t2[0]
+        assert set(i1) == set(i2)  # one set of info keys
+        steps.append(i1["step"])
+    assert steps == [10, 20, 30, 40, 50, 55] and t1
+    assert o1[7] == pytest.approx(1.0)  # progress
+
+
+def test_multi_task_round_robin_and_per_episode_draws(data):
+    other = dataclasses.replace(TASK, steps=30, batch_size=16)
+    c = ControllerConfig(tasks=(TASK, other), features="extended", factors=FACTORS)
+    batch = EpisodeBatch(TASK, c, 4, data_for=lambda _t: data, seed=0)
+    _, info = batch.reset()
+    assert info["task"].tolist() == [0, 1, 0, 1]
+    for _ in range(3):
+        obs, _, term, info = batch.step(np.full(4, KEEP))
+    assert info["step"].tolist() == [30, 30, 30, 30] and term.tolist() == [False, True, False, True]
+    np.testing.assert_allclose(obs[:, 7], [30 / 55, 1.0, 30 / 55, 1.0], rtol=1e-6)
+    single = EpisodeBatch(TASK, c, 1, data_for=lambda _t: data, seed=0)
+    seen = set()
+    for _ in range(12):
+        single.reset()
+        seen.add(int(single.task_of[0]))
+    assert seen == {0, 1}
+
+
+def test_separate_children_match_a_plain_child_trainer(data):
+    from lrservice.child.pool import SeparateChildren
+
+    pool = SeparateChildren(TASK, 2, data=data)
+    pool.reset_child(0, 1e-3, 7)
+    pool.reset_child(1, 2e-3, 8)
+    ref = ChildTrainer(TASK, data=data)
+    ref.reset(2e-3, 8)
+    pool.train_steps(10)
+    ref.train_steps(10)
+    feats, evals = pool.observe()
+    ref_feats, ref_eval = ref.observe()
+    np.testing.assert_array_equal(feats[1], ref_feats)
+    assert evals[1].loss == ref_eval.loss and pool.step.tolist() == [10, 10]
+    for a, b in zip(pool.children[1].model.parameters(), ref.model.parameters()):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
