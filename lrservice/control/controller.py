@@ -103,6 +103,14 @@ class LearnedController:
             return out.argmax(dim=1).numpy()
         return out[:, : out.shape[1] // 2].clamp(-1.0, 1.0).numpy()  # the Gaussian's mean
 
+    @torch.no_grad()
+    def action_probabilities(self, rows: np.ndarray) -> np.ndarray:
+        """The stochastic training policy's probability of each discrete action for feature-set rows ``(K, F)``."""
+        if self.config.action_space != "discrete":
+            raise ValueError("action_probabilities: only a discrete controller has action probabilities")
+        out = self.network(torch.as_tensor(self.normalise(finite_features(np.atleast_2d(rows)))))
+        return torch.softmax(out, dim=1).numpy()
+
     def observation(self, paper_features: np.ndarray, progress: float | None) -> np.ndarray:
         """This controller's feature row from the 7 paper features and the fraction of training done."""
         if self.features != "paper" and progress is None:

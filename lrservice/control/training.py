@@ -90,7 +90,7 @@ def progress_line(row: Mapping[str, Any], total: int) -> str:
             f"final val loss {row['final_val_loss']:.4f}  "
             f"lr {row['lr_start']:.2e}->{row['lr_end']:.2e} (min {row['lr_min']:.2e} median {row['lr_median']:.2e} "
             f"max {row['lr_max']:.2e})  episodes {row['episodes_lifetime']:.0f} ({row['episodes_per_s']:.2f}/s)  "
-            f"{row['child_steps_per_s']:.0f} child steps/s  "
+            f"{row['env_steps_per_s']:.1f} env steps/s  {row['child_steps_per_s']:.0f} child steps/s  "
             f"{row['iteration_s']:.1f} s/iter  wall {row['wall_s']:.0f} s")
 
 
