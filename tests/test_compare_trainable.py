@@ -120,8 +120,8 @@ class _ScaleUp:
     def __init__(self):
         self.calls = []
 
-    def next_lr(self, features, lr):
-        self.calls.append((features.copy(), lr))
+    def next_lr(self, features, lr, progress=None):
+        self.calls.append((features.copy(), lr, progress))
         return lr * 1.05
 
 
@@ -135,9 +135,10 @@ def test_controller_arm_acts_every_action_every_steps(tiny_task):
         rows = _record(_spec(task, "controller", {"checkpoint": "stand-in", "lr": 0.002}))
     finally:
         trainable._CONTROLLER_CACHE.pop("stand-in")
-    assert len(ctrl.calls) == 30 // 5  # after steps 5, 10, ..., 30
-    # the LR used by step t is 0.002 * 1.05 ** floor((t - 1) / 5)
-    assert [r["lr"] for r in rows] == pytest.approx([0.002 * 1.05 ** ((t - 1) // 5) for t in (10, 20, 30)])
-    for i, (features, lr) in enumerate(ctrl.calls):
+    assert len(ctrl.calls) == 30 // 5  # at steps 0, 5, ..., 25: before every block, as in training episodes
+    # the LR used by step t is 0.002 * 1.05 ** (floor((t - 1) / 5) + 1)
+    assert [r["lr"] for r in rows] == pytest.approx([0.002 * 1.05 ** ((t - 1) // 5 + 1) for t in (10, 20, 30)])
+    for i, (features, lr, progress) in enumerate(ctrl.calls):
         assert features.shape == (7,) and lr == pytest.approx(0.002 * 1.05 ** i)
         assert features[6] == pytest.approx(lr, rel=1e-6)  # the LR feature is the LR in force
+        assert progress == pytest.approx(5 * i / 30)  # time-aware controllers see the fraction done

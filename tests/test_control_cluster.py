@@ -65,4 +65,4 @@ def test_train_controller_on_the_cluster_writes_a_usable_checkpoint(simulated_cl
     assert any("pinned to the node with 'head'" in line for line in lines)
     assert [row["iteration"] for row in read_log(tmp_path / "training_log.parquet")] == [1]
     ctrl = LearnedController.from_checkpoint(path)
-    assert ctrl.stats.count > 0 and ctrl.action_every == 10
+    assert ctrl.payload["normaliser"]["count"] > 0 and ctrl.action_every == 10

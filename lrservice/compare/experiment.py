@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from lrservice.config import ConfigError, RunConfig
+from lrservice.control.checkpoint import resolve_checkpoint
 
 Log = Callable[[str], None]
 CONFIG_FILE = "config.json"
@@ -70,7 +71,8 @@ def ensure_controllers(config: RunConfig, run_dir: Path, resume: bool, log: Log)
     """Replace ``checkpoint: auto`` in controller arms by a controller trained into ``run_dir/controller``.
 
     Trained once per run (all auto arms share it); a finished training is recorded in
-    ``controller/CHECKPOINT_PATH`` and reused on resume. Explicit paths must exist.
+    ``controller/CHECKPOINT_PATH`` and reused on resume. Explicit checkpoints (``pretrained:NAME``,
+    an exported ``controller.pt``, a checkpoint or output directory) must exist.
     """
     arms, trained = [], None
     for i, arm in enumerate(config.compare.arms):
@@ -83,10 +85,10 @@ def ensure_controllers(config: RunConfig, run_dir: Path, resume: bool, log: Log)
                 trained = _train_controller(config, run_dir, resume, log)
             path = str(trained)
         else:
-            path = str(Path(os.path.expanduser(path)).resolve())
-            if not Path(path).exists():
-                raise ConfigError(f"compare.arms[{i}].params.checkpoint: {arm.params['checkpoint']!r} does not exist; "
-                                  "give a directory written by `lrservice train-controller`, or 'auto'")
+            try:
+                path = str(resolve_checkpoint(path))
+            except FileNotFoundError as exc:
+                raise ConfigError(f"compare.arms[{i}].params.checkpoint: {exc}; or give 'auto'") from None
         arms.append(dataclasses.replace(arm, params={**arm.params, "checkpoint": path}))
     return dataclasses.replace(config, compare=dataclasses.replace(config.compare, arms=tuple(arms)))
 
