@@ -3,7 +3,7 @@
 - :mod:`.arms`: arm params, grids and winners as plain trial specs (no Ray).
 - :mod:`.trainable`: one trial (:func:`run_trial`) and its Tune wrapper.
 - :mod:`.experiment`: :func:`run_compare`, the tune / eval / PBT phases with resume.
-- :mod:`.results`: Parquet schemas, atomic writes, dedupe, ranked summaries.
+- :mod:`.results`: Parquet schemas, rows from reports, dedupe, ranked summaries.
 - :mod:`.report`: plots, ``report.md`` and ``report.html``.
 
 Submodules are imported on use so that ``import lrservice.compare`` stays light.
@@ -16,7 +16,7 @@ from typing import Any
 _EXPORTS = {
     "run_compare": "experiment", "run_dir_for": "experiment",
     "run_trial": "trainable", "tune_trial": "trainable",
-    "STEPS_SCHEMA": "results", "TRIALS_SCHEMA": "results", "arm_summary": "results", "write_atomic": "results",
+    "STEPS_SCHEMA": "results", "TRIALS_SCHEMA": "results", "arm_summary": "results",
     "build_report": "report", "load_run": "report",
 }
 
