@@ -82,7 +82,8 @@ class TaskConfig:
     weight_decay: float = 0.0
     """L2 weight decay passed to the optimizer, >= 0."""
     seed: int = 0
-    """Seed of the child (weights, batch order); comparisons and the recommender set their own per trial."""
+    """Base seed: the child's weights and batch order where no per-trial seed is given (the recommender's
+    search and compose stages, the controller's PPO); comparison trials use the ``compare`` seeds."""
     data_dir: str = DEFAULT_DATA_DIR
     """Where torchvision datasets live; the default gives way to ``$LRSERVICE_DATA`` when that is set."""
     download: bool = False
