@@ -13,8 +13,8 @@ import pytest
 
 from lrservice.compare.arms import pick_winners
 from lrservice.compare.report import PLOTS, build_report
-from lrservice.compare.results import (STEPS_SCHEMA, TRIALS_SCHEMA, arm_summary, rows_from_reports, to_table,
-                                       write_atomic)
+from lrservice.compare.results import STEPS_SCHEMA, TRIALS_SCHEMA, arm_summary, rows_from_reports, to_table
+from lrservice.files import write_parquet
 
 STEPS_COLUMNS = ["run_id", "phase", "arm", "trial_id", "params", "seed", "step", "train_loss", "val_loss",
                  "val_accuracy", "lr", "elapsed_s"]
@@ -61,13 +61,13 @@ def test_rows_from_reports_dedupes_a_restarted_trial():
 def test_write_atomic_never_leaves_a_partial_file(tmp_path):
     path = tmp_path / "steps.parquet"
     good = to_table([{**_spec(), "trial_id": "t", "params": "{}", "step": 10, "val_loss": 1.0}], STEPS_SCHEMA)
-    write_atomic(good, path)
+    write_parquet(good, path)
 
     class Broken:  # pyarrow fails on it part-way through write_table
         schema = STEPS_SCHEMA
 
     with pytest.raises(Exception):
-        write_atomic(Broken(), path)
+        write_parquet(Broken(), path)
     assert pq.read_table(path).equals(good)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["steps.parquet"]
 
@@ -103,8 +103,8 @@ def _fixture_run(run_dir, rng):
                            "steps_to_target": reached, "seconds_to_target": None if reached is None else reached / 10,
                            "wall_s": 1.0, "target_accuracy": 0.8})
     trials.append({**trials[0], "phase": "tune", "trial_id": "tune-0", "final_val_loss": 0.01})  # must not be ranked
-    write_atomic(to_table(steps, STEPS_SCHEMA), run_dir / "steps.parquet")
-    write_atomic(to_table(trials, TRIALS_SCHEMA), run_dir / "trials.parquet")
+    write_parquet(to_table(steps, STEPS_SCHEMA), run_dir / "steps.parquet")
+    write_parquet(to_table(trials, TRIALS_SCHEMA), run_dir / "trials.parquet")
     return pd.DataFrame(steps), pd.DataFrame(trials)
 
 

@@ -175,3 +175,10 @@ def test_separate_children_match_a_plain_child_trainer(data):
     assert evals[1].loss == ref_eval.loss and pool.step.tolist() == [10, 10]
     for a, b in zip(pool.children[1].model.parameters(), ref.model.parameters()):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+def test_config_feature_set_names_are_the_features_modules():
+    from lrservice import config
+    from lrservice.child.features import FEATURE_SETS
+
+    assert config.FEATURE_SETS == tuple(FEATURE_SETS)

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Callable
 
 import pandas as pd
+from matplotlib.figure import Figure  # Agg canvas: no display needed
 
 from lrservice.compare.results import (STEPS_FILE, STEPS_SCHEMA, TRIALS_FILE, TRIALS_SCHEMA, arm_summary,
                                        format_summary, read_table)
@@ -38,8 +39,6 @@ def curves(steps: pd.DataFrame, column: str, phase: str = "eval") -> pd.DataFram
 
 
 def _plot(steps: pd.DataFrame, column: str, ylabel: str, path: Path, log_y: bool, order: list[str]) -> None:
-    from matplotlib.figure import Figure  # Agg canvas: no display needed
-
     data = curves(steps, column)
     fig = Figure(figsize=(8, 4.5), layout="constrained")
     ax = fig.add_subplot()

@@ -17,7 +17,6 @@ LearnedController` runs from it without Ray.
 
 from __future__ import annotations
 
-import io
 import json
 import os
 from pathlib import Path
@@ -28,7 +27,7 @@ import torch
 
 from lrservice.child.features import FEATURE_SETS
 from lrservice.config import ConfigError, ControllerConfig, RunConfig, TaskConfig, config_from_dict
-from lrservice.io import atomic_write_bytes, atomic_write_text
+from lrservice.files import write_atomic, write_text
 
 CHECKPOINTS = "checkpoints"
 LATEST = "LATEST"
@@ -73,8 +72,8 @@ def save_checkpoint(algo, config: RunConfig, output_dir: Path, iteration: int, e
     plain = config.to_dict()
     meta = {"iteration": iteration, "env_steps": env_steps, "child_steps": child_steps, "episodes": episodes,
             "task": plain["task"], "controller": plain["controller"]}
-    atomic_write_text(path / META_FILE, json.dumps(meta, indent=2))
-    atomic_write_text(Path(output_dir) / LATEST, path.name)
+    write_text(path / META_FILE, json.dumps(meta, indent=2))
+    write_text(Path(output_dir) / LATEST, path.name)
     return path
 
 
@@ -179,10 +178,7 @@ def export_controller(checkpoint: str | os.PathLike, out: str | os.PathLike | No
         raise ConfigError(f"{checkpoint}: already an exported controller")
     payload = export_payload(ckpt, extra)
     target = Path(out) if out is not None else ckpt.parent.parent / EXPORT_FILE
-    buffer = io.BytesIO()
-    torch.save(payload, buffer)
-    atomic_write_bytes(target, buffer.getvalue())
-    return target
+    return write_atomic(target, lambda tmp: torch.save(payload, tmp))
 
 
 def load_export(path: str | os.PathLike) -> dict[str, Any]:

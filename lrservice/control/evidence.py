@@ -9,23 +9,18 @@ steps each arm cost), ``lr_trajectories.png``. Every file is written atomically.
 from __future__ import annotations
 
 import dataclasses
-import io
-import json
 from pathlib import Path
 from typing import Mapping, Sequence
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from lrservice.control.evaluate import Run
-from lrservice.io import atomic_write_bytes, atomic_write_text
+from lrservice.files import write_atomic, write_json, write_parquet, write_text
 
 
 def _parquet(path: Path, rows: Sequence[Mapping]) -> None:
-    sink = io.BytesIO()
-    pq.write_table(pa.Table.from_pylist([dict(r) for r in rows]), sink)
-    atomic_write_bytes(path, sink.getvalue())
+    write_parquet(pa.Table.from_pylist([dict(r) for r in rows]), path)
 
 
 def _ci(row: Mapping, key: str, digits: int = 4) -> str:
@@ -69,10 +64,8 @@ def plot_trajectories(path: Path, runs: Sequence[Run], action_every: int) -> Non
     ax.set_ylabel("learning rate (median over held-out seeds)")
     ax.legend(fontsize=7, ncol=2)
     fig.tight_layout()
-    sink = io.BytesIO()
-    fig.savefig(sink, format="png", dpi=110)
+    write_atomic(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
     plt.close(fig)
-    atomic_write_bytes(path, sink.getvalue())
 
 
 def write_evaluation(output_dir: str | Path, runs: Sequence[Run], rows: Sequence[Mapping], tuned: Mapping[str, float],
@@ -82,7 +75,7 @@ def write_evaluation(output_dir: str | Path, runs: Sequence[Run], rows: Sequence
     _parquet(out / "runs.parquet", [{**dataclasses.asdict(r), "lrs": list(r.lrs)} for r in runs])
     _parquet(out / "summary.parquet", rows)
     tuned_line = ", ".join(f"{k} lr={v:g}" for k, v in tuned.items())
-    atomic_write_text(out / "summary.md", markdown(rows, costs, title) + f"\nTuned on validation loss: {tuned_line}.\n")
-    atomic_write_text(out / "evaluation.json", json.dumps(dict(meta), indent=2, default=str))
+    write_text(out / "summary.md", markdown(rows, costs, title) + f"\nTuned on validation loss: {tuned_line}.\n")
+    write_json(out / "evaluation.json", dict(meta))
     plot_trajectories(out / "lr_trajectories.png", runs, action_every)
     return out

@@ -25,6 +25,7 @@ from typing import Any, Callable, Mapping
 from lrservice.config import ConfigError, RunConfig, config_from_dict
 from lrservice.control.checkpoint import (CHECKPOINTS, EXPORT_FILE, LATEST, META_FILE, export_controller,
                                           latest_checkpoint, read_metadata, save_checkpoint)
+from lrservice.files import write_parquet
 
 Log = Callable[[str], None]
 LOG_FILE = "training_log.parquet"
@@ -95,17 +96,13 @@ def progress_line(row: Mapping[str, Any], total: int) -> str:
 
 
 def write_log(rows: list[dict], path: Path) -> None:
-    """The training log as Parquet, atomically: a sibling temp file, then ``os.replace``."""
+    """The training log as Parquet, atomically (:func:`lrservice.files.write_parquet`)."""
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
     columns = {name: [row.get(name) for row in rows] for name in LOG_COLUMNS}
     fields = [pa.field(name, pa.string() if name == "checkpoint" else
                        pa.int64() if name == "iteration" else pa.float64()) for name in LOG_COLUMNS]
-    table = pa.table(columns, schema=pa.schema(fields))
-    tmp = path.with_name(f".{path.name}.tmp")
-    pq.write_table(table, tmp)
-    os.replace(tmp, path)
+    write_parquet(pa.table(columns, schema=pa.schema(fields)), path)
 
 
 def read_log(path: str | os.PathLike) -> list[dict]:
