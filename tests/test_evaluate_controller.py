@@ -1,0 +1,106 @@
+"""evaluate-controller end to end on a tiny task, against independent recomputations.
+
+The controller is a hand-made export (random actor weights, the documented format), so the
+test needs no PPO run: what is checked is the protocol — tuning picks the grid point with the
+lowest mean validation loss, the controller's runs equal a plain ChildTrainer loop driven by
+``LearnedController.next_lr``, and the paired differences in the summary equal the per-seed
+differences recomputed from runs.parquet.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import yaml
+
+from lrservice.child import ChildTrainer, load_task_data
+from lrservice.cli import main
+from lrservice.compare.stats import paired_difference
+from lrservice.config import config_from_dict
+from lrservice.control.checkpoint import EXPORT_FORMAT, EXPORT_VERSION
+from lrservice.control.controller import LearnedController
+from lrservice.control.evaluate import run_controller
+
+TASK = {"dataset": "digits", "model": "mlp", "batch_size": 32, "steps": 40, "val_subset": 64, "device": "cpu"}
+CONTROLLER = {"features": "extended", "factors": [0.5, 1.0, 2.0], "action_every": 10,
+              "initial_lrs": [0.01, 0.001]}
+EVALUATE = {"tune_seeds": [5, 6], "seeds": [1, 2, 3], "constant_grid": [0.001, 0.01], "cosine_grid": [0.003, 0.03]}
+
+
+def _export(path, seed=0):
+    torch.manual_seed(seed)
+    sizes = [11, 32, 32, 3]
+    layers = [{"weight": torch.randn(o, i) * 0.5, "bias": torch.randn(o) * 0.5} for i, o in zip(sizes, sizes[1:])]
+    payload = {"format": EXPORT_FORMAT, "version": EXPORT_VERSION,
+               "task": TASK, "controller": CONTROLLER, "features": [],
+               "normaliser": {"mean": torch.zeros(11, dtype=torch.float64), "std": torch.ones(11, dtype=torch.float64),
+                              "clip": 10.0, "eps": 1e-8, "count": 0},
+               "policy": {"activation": "tanh", "layers": layers},
+               "training": {"iteration": 0, "env_steps": 0.0, "child_steps": 1234.0, "episodes": 0.0}}
+    torch.save(payload, path)
+    return path
+
+
+def test_controller_runs_equal_a_plain_child_trainer_loop(tmp_path):
+    ctrl = LearnedController.from_checkpoint(_export(tmp_path / "c.pt"))
+    task = config_from_dict({"task": TASK}).task
+    data = load_task_data(task)
+    runs = run_controller(ctrl, task, data, [(0.01, 1), (0.001, 2)])
+    for run in runs:
+        trainer = ChildTrainer(task, data=data)
+        trainer.reset(run.initial_lr, run.seed)
+        lrs = []
+        while trainer.step < task.steps:
+            feats, _ = trainer.observe()
+            trainer.lr = ctrl.next_lr(feats, trainer.lr, progress=trainer.step / task.steps)
+            lrs.append(trainer.lr)
+            trainer.train_steps(ctrl.action_every)
+        assert run.lrs == pytest.approx(lrs, rel=1e-9)
+        assert run.val_loss == pytest.approx(trainer.evaluate("val").loss, rel=1e-3)
+        assert run.test_accuracy == pytest.approx(trainer.evaluate("test").accuracy, abs=1 / 359 + 1e-9)
+
+
+def test_cli_writes_tuned_paired_evidence(tmp_path, capsys):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(yaml.safe_dump({"task": TASK, "controller": CONTROLLER, "evaluate": EVALUATE}))
+    ctrl = _export(tmp_path / "ctrl.pt")
+    out = tmp_path / "out"
+    assert main(["evaluate-controller", "--config", str(cfg), "--controller", f"mine={ctrl}", "--output", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "tuned constant:" in printed and "| mine |" in printed
+    runs = pd.read_parquet(out / "runs.parquet")
+    summary = pd.read_parquet(out / "summary.parquet")
+    # tuning: each baseline's LR is the grid point with the lowest mean validation loss on the tune seeds
+    from lrservice.control.evaluate import run_baselines
+
+    task = config_from_dict({"task": TASK}).task
+    tune_runs = run_baselines(task, load_task_data(task), [(k, lr, s) for k, g in (("constant", EVALUATE["constant_grid"]),
+                                                          ("cosine", EVALUATE["cosine_grid"])) for lr in g for s in EVALUATE["tune_seeds"]])
+    for kind in ("constant", "cosine"):
+        means = {lr: np.mean([r.val_loss for r in tune_runs if r.arm == kind and r.initial_lr == lr])
+                 for lr in EVALUATE[f"{kind}_grid"]}
+        assert runs[runs.arm == kind].initial_lr.unique().tolist() == [min(means, key=means.get)]
+    # held-out seeds only, every arm on every seed
+    assert sorted(runs.seed.unique()) == EVALUATE["seeds"]
+    assert len(runs) == 2 * 3 + 2 * 3  # two baselines + the controller from two initial LRs, three seeds each
+    # paired differences recomputed from the per-run rows
+    cosine = runs[runs.arm == "cosine"].set_index("seed").val_loss
+    for lr in CONTROLLER["initial_lrs"]:
+        mine = runs[(runs.arm == "mine") & (runs.initial_lr == lr)].set_index("seed").val_loss
+        expected = paired_difference(mine.loc[EVALUATE["seeds"]].values, cosine.loc[EVALUATE["seeds"]].values)
+        row = summary[(summary.arm == "mine") & (summary.initial_lr == lr)].iloc[0]
+        assert row.dval_vs_cosine == pytest.approx(float(np.mean(mine.values - cosine.loc[mine.index].values)))
+        assert (row.dval_vs_cosine_low, row.dval_vs_cosine_high) == pytest.approx((expected.low, expected.high))
+        assert row.verdict_vs_cosine == expected.verdict
+    assert "1,234 training (pretrained, reused)" in (out / "summary.md").read_text()
+    assert (out / "lr_trajectories.png").stat().st_size > 0
+
+
+def test_cli_rejects_a_missing_controller_before_any_work(tmp_path, capsys):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(yaml.safe_dump({"task": TASK}))
+    assert main(["evaluate-controller", "--config", str(cfg), "--controller", str(tmp_path / "nope")]) != 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no controller checkpoint there" in err[0]
