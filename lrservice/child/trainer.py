@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from lrservice.child.data import ChildData, load_dataset
-from lrservice.child.features import observation_features
+from lrservice.child.observer import ChildObserver
 from lrservice.child.models import build_model
 from lrservice.config import TaskConfig
 
@@ -89,8 +89,7 @@ class ChildTrainer:
         self.model: torch.nn.Module | None = None
         self.optimizer: torch.optim.Optimizer | None = None
         self.step = 0
-        self._prev_logits: torch.Tensor | None = None
-        self._losses_since_observe: list[float] = []
+        self.observer: ChildObserver | None = None
         self.diverged = False
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -104,8 +103,7 @@ class ChildTrainer:
         self._order = torch.empty(0, dtype=torch.int64)
         self._cursor = 0
         self.step = 0
-        self._prev_logits = None
-        self._losses_since_observe = []
+        self.observer = ChildObserver(self.model, *self.split("val_subset"), self.optimizer)
         self.diverged = False
 
     def state_dict(self) -> dict:
@@ -120,8 +118,8 @@ class ChildTrainer:
             "order": self._order.clone(),
             "cursor": self._cursor,
             "step": self.step,
-            "prev_logits": None if self._prev_logits is None else self._prev_logits.cpu(),
-            "losses_since_observe": list(self._losses_since_observe),
+            "prev_logits": None if self.observer.prev_logits is None else self.observer.prev_logits.cpu(),
+            "losses_since_observe": list(self.observer.losses),
             "diverged": self.diverged,
         }
 
@@ -134,8 +132,8 @@ class ChildTrainer:
         self._cursor = int(state["cursor"])
         self.step = int(state["step"])
         prev = state["prev_logits"]
-        self._prev_logits = None if prev is None else prev.to(self.device)
-        self._losses_since_observe = list(state["losses_since_observe"])
+        self.observer.prev_logits = None if prev is None else prev.to(self.device)
+        self.observer.losses = list(state["losses_since_observe"])
         self.diverged = bool(state["diverged"])
 
     @property
@@ -187,7 +185,7 @@ class ChildTrainer:
             self.step += 1
             taken += 1
             total += value
-            self._losses_since_observe.append(value)
+            self.observer.record(value)
             if after_step is not None:
                 after_step(self.step, value)
         mean = total / taken if taken else float("nan")
@@ -212,20 +210,13 @@ class ChildTrainer:
         return self.data.split(name, self.task.val_subset)
 
     def observe(self) -> tuple[np.ndarray, Evaluation]:
-        """The 7 controller features and the validation-subset evaluation they include.
+        """The 7 controller features (:class:`ChildObserver`) and the validation-subset evaluation they include.
 
         Train loss is the mean since the previous observation; the prediction change is
         measured against the logits seen at that observation.
         """
-        x, y = self.split("val_subset")
-        out = self.logits(x)
-        val = Evaluation(loss=float(F.cross_entropy(out, y)),
-                         accuracy=float((out.argmax(dim=1) == y).float().mean()))
-        losses = self._losses_since_observe
-        train_loss = float(np.mean(losses)) if losses else val.loss
-        feats = observation_features(train_loss, val.loss, out, self._prev_logits, self.head_weight, self.lr)
-        self._prev_logits = out
-        self._losses_since_observe = []
+        feats = self.observer()
+        val = Evaluation(loss=self.observer.last_val_loss, accuracy=self.observer.last_val_accuracy)
         if not math.isfinite(val.loss):
             self.diverged = True
         return feats, val

@@ -19,20 +19,20 @@ and a validation batch; :class:`ControllerScheduler` is a ``torch.optim.lr_sched
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch.optim.lr_scheduler import LRScheduler
 
-from lrservice.child.features import feature_set, observation_features
+from lrservice.child.features import feature_set
+from lrservice.child.observer import ChildObserver  # re-exported: users import it from here with the scheduler
 from lrservice.control.actions import finite_features, next_lr
 from lrservice.control.checkpoint import export_payload, export_sections, load_export, resolve_checkpoint
 
+__all__ = ["ChildObserver", "ControllerScheduler", "LearnedController", "policy_network"]
 ACTIVATIONS = {"tanh": torch.nn.Tanh, "relu": torch.nn.ReLU, "linear": torch.nn.Identity, None: torch.nn.Identity}
 
 
@@ -124,53 +124,6 @@ class LearnedController:
         new = next_lr(float(lr), action, self.config, self._rng)
         self.history.append((float(lr), new))
         return new
-
-
-class ChildObserver:
-    """The 7 paper features for any classifier in your own loop (as ``ChildTrainer.observe``).
-
-    ``record(loss)`` after every training step; calling the observer evaluates ``model`` on the
-    fixed validation batch ``(val_x, val_y)`` and returns the features. ``head`` is the output
-    layer (default ``model.head``, else the model's last ``nn.Linear``); the LR is read from
-    ``optimizer``.
-    """
-
-    def __init__(self, model: torch.nn.Module, val_x: torch.Tensor, val_y: torch.Tensor,
-                 optimizer: torch.optim.Optimizer, head: torch.nn.Module | None = None):
-        self.model, self.val_x, self.val_y, self.optimizer = model, val_x, val_y, optimizer
-        self.head = head if head is not None else _output_layer(model)
-        self._losses: list[float] = []
-        self._prev_logits: torch.Tensor | None = None
-        self.last_val_loss = math.nan
-
-    def record(self, loss: float) -> None:
-        self._losses.append(float(loss))
-
-    def reset(self) -> None:
-        self._losses, self._prev_logits, self.last_val_loss = [], None, math.nan
-
-    @torch.no_grad()
-    def __call__(self) -> np.ndarray:
-        was_training = self.model.training
-        self.model.eval()
-        logits = self.model(self.val_x)
-        self.model.train(was_training)
-        val_loss = float(F.cross_entropy(logits, self.val_y))
-        train_loss = float(np.mean(self._losses)) if self._losses else val_loss
-        feats = observation_features(train_loss, val_loss, logits, self._prev_logits,
-                                     self.head.weight.detach(), float(self.optimizer.param_groups[0]["lr"]))
-        self._prev_logits, self._losses, self.last_val_loss = logits, [], val_loss
-        return feats
-
-
-def _output_layer(model: torch.nn.Module) -> torch.nn.Module:
-    head = getattr(model, "head", None)
-    if isinstance(head, torch.nn.Linear):
-        return head
-    linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
-    if not linears:
-        raise ValueError("ChildObserver: the model has no nn.Linear output layer; pass head=...")
-    return linears[-1]
 
 
 class ControllerScheduler(LRScheduler):

@@ -15,7 +15,6 @@ and continues up to the requested total number of iterations; log rows past that
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import time
@@ -23,8 +22,8 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from lrservice.config import ConfigError, RunConfig, config_from_dict
-from lrservice.control.checkpoint import (CHECKPOINTS, EXPORT_FILE, LATEST, META_FILE, export_controller,
-                                          latest_checkpoint, read_metadata, save_checkpoint)
+from lrservice.control.checkpoint import (EXPORT_FILE, export_controller, latest_checkpoint, read_metadata,
+                                          save_checkpoint)
 from lrservice.files import write_parquet
 
 Log = Callable[[str], None]
