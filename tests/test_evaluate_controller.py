@@ -104,3 +104,35 @@ def test_cli_rejects_a_missing_controller_before_any_work(tmp_path, capsys):
     assert main(["evaluate-controller", "--config", str(cfg), "--controller", str(tmp_path / "nope")]) != 0
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "no controller checkpoint there" in err[0]
+
+
+def test_pretrained_controllers_resolve_by_name():
+    from lrservice.control.checkpoint import pretrained_controllers, resolve_checkpoint
+
+    shipped = pretrained_controllers()
+    assert "digits-mlp" in shipped
+    assert resolve_checkpoint("pretrained:digits-mlp") == shipped["digits-mlp"]
+    with pytest.raises(FileNotFoundError, match="no such pretrained controller; shipped: pretrained:digits-mlp"):
+        resolve_checkpoint("pretrained:nope")
+
+
+@pytest.mark.slow
+def test_shipped_controller_deterministic_policy_behaves():
+    """The shipped controller's mode (what deployment uses) anneals, and beats the constant LR it
+    started from when that start is off (1e-2 too high, 1e-4 too low), on seeds it never saw."""
+    from lrservice.control.evaluate import run_baselines
+
+    ctrl = LearnedController.from_checkpoint("pretrained:digits-mlp")
+    task = ctrl.task
+    data = load_task_data(task)
+    seeds = (2000, 2001, 2002)
+    starts = [(lr, s) for lr in (1e-2, 1e-4) for s in seeds]
+    runs = run_controller(ctrl, task, data, starts)
+    constant = run_baselines(task, data, [("constant", lr, s) for lr, s in starts])
+    for run in runs:
+        assert not run.diverged
+        assert run.lrs[-1] < 0.1 * max(run.lrs)  # it anneals by the end of the run
+    for lr in (1e-2, 1e-4):
+        mine = np.mean([r.val_loss for r in runs if r.initial_lr == lr])
+        const = np.mean([r.val_loss for r in constant if r.initial_lr == lr])
+        assert mine < const, (lr, mine, const)
