@@ -26,8 +26,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     from lrservice.commands.options import load_run_config, progress
+    from lrservice.preflight import check_compare
     from lrservice.compare.experiment import run_compare
 
     config = load_run_config(args, **({"compare": {"report": False}} if args.no_report else {}))
+    check_compare(config)  # everything the config file can tell, before Ray starts
     run_compare(config, resume=args.resume, overwrite=args.overwrite, log=progress)
     return 0

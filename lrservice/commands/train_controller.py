@@ -31,10 +31,12 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     from lrservice.commands.options import load_run_config, progress
     from lrservice.config import ConfigError
+    from lrservice.preflight import check_controller_training
 
     if args.iterations is not None and args.iterations < 1:
         raise ConfigError(f"--iterations: {args.iterations!r} is not allowed; it must be an integer >= 1")
     config = load_run_config(args)
+    check_controller_training(config)  # before Ray starts
 
     import torch
 

@@ -287,12 +287,13 @@ def run_compare(config: RunConfig, resume: bool = False, overwrite: bool = False
     """
     from ray import tune
 
-    from lrservice.compare.arms import eval_specs, pick_winners, trial_spec, tune_specs, validate_compare
+    from lrservice.compare.arms import eval_specs, pick_winners, trial_spec, tune_specs
+    from lrservice.preflight import check_compare
     from lrservice.compare.results import STEPS_SCHEMA, STEPS_FILE, TRIALS_FILE, TRIALS_SCHEMA, arm_summary, combine, format_summary, write_atomic
     from lrservice.compare.trainable import trial_trainable
     from lrservice.runtime import connect
 
-    validate_compare(config)
+    check_compare(config)  # every check the config allows, before Ray starts
     wall = time.perf_counter()
     run_dir, run_id = prepare_run_dir(config, resume, overwrite, log)
     connect(config.resources, log=log)
