@@ -19,10 +19,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from lrservice.compare.report import build_report, load_run
-    from lrservice.compare.results import arm_summary, format_summary
+    from lrservice.compare.report import build_report
 
-    _, trials = load_run(args.run_dir)
-    print(format_summary(arm_summary(trials)))
-    build_report(args.run_dir, log=lambda line: print(line, flush=True))
+    build_report(args.run_dir, log=lambda line: print(line, flush=True), echo=True)
     return 0

@@ -280,6 +280,18 @@ def _describe(specs: list[dict]) -> str:
     return ", ".join(f"{arm} {n}" for arm, n in counts.items())
 
 
+def _controller_costs(config: RunConfig, run_dir: Path) -> dict:
+    """Training cost of each controller arm's controller: trained in this run, or pretrained."""
+    from lrservice.compare.cost import controller_cost
+
+    costs = {}
+    for arm in (a for a in config.compare.arms if a.kind == "controller"):
+        path = Path(arm.params["checkpoint"])
+        trained_here = (run_dir / "controller") in (path, *path.parents)
+        costs[arm.name] = controller_cost(path, trained_here, config.controller.action_every)
+    return costs
+
+
 def run_compare(config: RunConfig, resume: bool = False, overwrite: bool = False, log: Log = print) -> Path:
     """The whole comparison: controller (if auto), tune phase, eval phase, PBT, Parquet, report.
 
@@ -289,7 +301,9 @@ def run_compare(config: RunConfig, resume: bool = False, overwrite: bool = False
 
     from lrservice.compare.arms import eval_specs, pick_winners, trial_spec, tune_specs
     from lrservice.preflight import check_compare
-    from lrservice.compare.results import STEPS_SCHEMA, STEPS_FILE, TRIALS_FILE, TRIALS_SCHEMA, arm_summary, combine, format_summary, write_atomic
+    from lrservice.compare.cost import add_costs
+    from lrservice.compare.results import (STEPS_FILE, STEPS_SCHEMA, TRIALS_FILE, TRIALS_SCHEMA, arm_summary, baseline_arms,
+                                           combine, format_summary, to_table, write_atomic)
     from lrservice.compare.trainable import trial_trainable
     from lrservice.runtime import connect
 
@@ -343,11 +357,13 @@ def run_compare(config: RunConfig, resume: bool = False, overwrite: bool = False
 
     parts = [_part_paths(run_dir, n) for n in names]
     write_atomic(combine([s for s, _ in parts], STEPS_SCHEMA, "steps"), run_dir / STEPS_FILE)
-    trials_table = combine([t for _, t in parts], TRIALS_SCHEMA, "trials")
-    write_atomic(trials_table, run_dir / TRIALS_FILE)
+    trials_df = add_costs(combine([t for _, t in parts], TRIALS_SCHEMA, "trials").to_pandas(),
+                          _controller_costs(config, run_dir))
+    write_atomic(to_table(trials_df, TRIALS_SCHEMA), run_dir / TRIALS_FILE)
     log(f"[lrservice] wrote {run_dir / STEPS_FILE} and {run_dir / TRIALS_FILE}")
-    log("[lrservice] summary (eval phase, mean ± std over seeds, ranked by final validation loss):")
-    log(format_summary(arm_summary(trials_table.to_pandas())))
+    log("[lrservice] summary (eval phase, mean ± std over seeds, ranked by final validation loss; "
+        "paired test-loss difference vs the best tuned baseline; cost per result):")
+    log(format_summary(arm_summary(trials_df, baselines=baseline_arms(config.to_dict()))))
     if config.compare.report:
         from lrservice.compare.report import build_report
 
