@@ -19,7 +19,11 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from lrservice.compare.report import build_report
+    from lrservice.compare.report import build_report, load_run
+    from lrservice.compare.tensorboard import write_tensorboard
 
+    steps, _ = load_run(args.run_dir)
+    board = write_tensorboard(steps, args.run_dir)
+    print(f"[lrservice] TensorBoard: tensorboard --logdir {board}", flush=True)
     build_report(args.run_dir, log=lambda line: print(line, flush=True), echo=True)
     return 0
