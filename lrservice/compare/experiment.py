@@ -4,9 +4,10 @@ Work happens in a stable run dir, ``compare.output_dir/compare.name``::
 
     config.json              the run's config and run_id
     controller/              the auto-trained controller (when an arm asks for one)
-    tune/ eval/ eval-pbt*/   Tune experiment dirs (trial results, checkpoints, TensorBoard files)
+    tune/ eval/ eval-<pbt arm>-s<seed>/   Tune experiment dirs (one PBT population per held-out seed)
     parts/<experiment>.{steps,trials}.parquet   one pair per finished experiment
-    steps.parquet trials.parquet                all parts combined, deduplicated
+    parts/<population>.{reports.jsonl,exploits.parquet}   PBT: every result as it arrived; exploit log
+    steps.parquet trials.parquet pbt_exploits.parquet   all parts combined, deduplicated
     report.md report.html *.png                 see :mod:`lrservice.compare.report`
 
 An experiment whose parts exist is complete and is skipped on ``--resume``; an
@@ -126,7 +127,7 @@ def _restorable(path: Path) -> bool:
 
 
 def _tuner(name: str, run_dir: Path, param_space: dict, trainable, config: RunConfig, resume: bool,
-           log: Log, scheduler=None, num_samples: int = 1, total: int = 0):
+           log: Log, scheduler=None, num_samples: int = 1, total: int = 0, callbacks: list | None = None):
     """A new Tuner, or the restored one when resuming an interrupted experiment."""
     from ray import tune
 
@@ -156,7 +157,7 @@ def _tuner(name: str, run_dir: Path, param_space: dict, trainable, config: RunCo
             storage_path=str(run_dir),
             failure_config=tune.FailureConfig(max_failures=compare.max_failures),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=keep),
-            callbacks=[_progress(name, total)],
+            callbacks=[_progress(name, total), *(callbacks or [])],
             verbose=int(os.environ.get("LRSERVICE_TUNE_VERBOSE", "0")),  # Tune's tables: 1; our lines suffice
         ),
     )
@@ -302,8 +303,11 @@ def run_compare(config: RunConfig, resume: bool = False, overwrite: bool = False
     from lrservice.compare.arms import eval_specs, pick_winners, trial_spec, tune_specs
     from lrservice.preflight import check_compare
     from lrservice.compare.cost import add_costs
-    from lrservice.compare.results import (STEPS_FILE, STEPS_SCHEMA, TRIALS_FILE, TRIALS_SCHEMA, arm_summary, baseline_arms,
-                                           combine, format_summary, to_table, write_atomic)
+    from lrservice.compare.population import exploit_parts, run_population
+    from lrservice.compare.tensorboard import DIRNAME, write_tensorboard
+    from lrservice.compare.results import (EXPLOITS_FILE, EXPLOITS_SCHEMA, STEPS_FILE, STEPS_SCHEMA, TRIALS_FILE,
+                                           TRIALS_SCHEMA, arm_summary, baseline_arms, combine, format_summary,
+                                           to_table, write_atomic)
     from lrservice.compare.trainable import trial_trainable
     from lrservice.runtime import connect
 
@@ -313,7 +317,8 @@ def run_compare(config: RunConfig, resume: bool = False, overwrite: bool = False
     connect(config.resources, log=log)
     trainable, placement = trial_trainable(config.resources)
     log(f"[lrservice] placement: {placement.note}; each trial asks for {placement.trial}")
-    log(f"[lrservice] TensorBoard: tensorboard --logdir {run_dir}")
+    log(f"[lrservice] TensorBoard (one line per arm and seed, written at the end): tensorboard --logdir {run_dir / DIRNAME}; "
+        f"Tune's per-trial curves as they run: tensorboard --logdir {run_dir}")
     config = ensure_controllers(config, run_dir, resume, log)
     names = []
 
@@ -337,26 +342,18 @@ def run_compare(config: RunConfig, resume: bool = False, overwrite: bool = False
         run_experiment("eval", run_dir, {"spec": tune.grid_search(specs)}, trainable, config, resume, log)
         names.append("eval")
 
+    pbt_names = []
     for arm in (a for a in config.compare.arms if a.kind == "pbt"):
-        name = f"eval-{arm.name}"
-        spec = trial_spec(config, run_id, "eval", arm, arm.params, 0)
-        p = spec["params"]
-        spec["checkpoint_every"] = p["interval"]
-        seeds = list(config.compare.seeds)
-        seeds += [10_000 + i for i in range(p["population"] - len(seeds))]
-        log(f"[lrservice] phase eval: PBT arm {arm.name}: population {len(seeds)} (seeds {seeds}), "
-            f"LR in [{p['lr_min']:g}, {p['lr_max']:g}], perturb every {p['interval']} steps")
-        scheduler = tune.schedulers.PopulationBasedTraining(
-            time_attr="step", metric="val_loss", mode="min", perturbation_interval=p["interval"],
-            hyperparam_mutations={"lr": tune.loguniform(p["lr_min"], p["lr_max"])},
-            quantile_fraction=0.25, resample_probability=0.25)
-        space = {"spec": spec, "seed": tune.grid_search(seeds), "lr": tune.loguniform(p["lr_min"], p["lr_max"])}
-        population, _ = trial_trainable(config.resources, together=len(seeds))  # the whole population at once
-        run_experiment(name, run_dir, space, population, config, resume, log, scheduler=scheduler)
-        names.append(name)
+        for seed in config.compare.seeds:  # one independent population per held-out seed
+            pbt_names.append(run_population(arm, seed, config, run_id, run_dir, resume, log))
+    names += pbt_names
 
     parts = [_part_paths(run_dir, n) for n in names]
-    write_atomic(combine([s for s, _ in parts], STEPS_SCHEMA, "steps"), run_dir / STEPS_FILE)
+    steps_table = combine([s for s, _ in parts], STEPS_SCHEMA, "steps")
+    write_atomic(steps_table, run_dir / STEPS_FILE)
+    board = write_tensorboard(steps_table.to_pandas(), run_dir)
+    if pbt_names:
+        write_atomic(combine(exploit_parts(run_dir, pbt_names), EXPLOITS_SCHEMA, "exploits"), run_dir / EXPLOITS_FILE)
     trials_df = add_costs(combine([t for _, t in parts], TRIALS_SCHEMA, "trials").to_pandas(),
                           _controller_costs(config, run_dir))
     write_atomic(to_table(trials_df, TRIALS_SCHEMA), run_dir / TRIALS_FILE)
@@ -370,5 +367,5 @@ def run_compare(config: RunConfig, resume: bool = False, overwrite: bool = False
         report = build_report(run_dir, log=log)
         log(f"[lrservice] report: {report}")
     log(f"[lrservice] compare finished in {time.perf_counter() - wall:.0f} s; "
-        f"TensorBoard: tensorboard --logdir {run_dir}")
+        f"TensorBoard: tensorboard --logdir {board}")
     return run_dir

@@ -141,7 +141,7 @@ def _winners(trials: pd.DataFrame) -> dict[str, str]:
 CSS = ("body{font-family:system-ui,sans-serif;font-size:14px;max-width:1300px;margin:8px auto;padding:0 8px}"
        "table{border-collapse:collapse;font-size:12.5px;width:100%}"
        "td,th{border:1px solid #ccc;padding:2px 5px;text-align:right;white-space:nowrap}"
-       "th{background:#f3f3f3;white-space:normal;vertical-align:bottom}td:nth-child(2){text-align:left}"
+       "th{background:#f3f3f3;white-space:normal;vertical-align:bottom}td:nth-child(2),th:nth-child(2){text-align:left}"
        "td.better{background:#e3f6e3}td.worse{background:#fbe3e3}"
        "img{max-width:100%;height:auto}pre{background:#f6f6f6;padding:6px;overflow-x:auto}")
 

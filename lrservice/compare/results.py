@@ -66,8 +66,22 @@ TRIALS_SCHEMA = pa.schema([
     ("cost_note", pa.string()),
 ])
 
+EXPLOITS_SCHEMA = pa.schema([
+    ("run_id", pa.string()),
+    ("arm", pa.string()),
+    ("seed", pa.int64()),
+    ("trial_id", pa.string()),
+    ("member", pa.int64()),
+    ("step", pa.int64()),
+    ("parent_trial_id", pa.string()),
+    ("parent_member", pa.int64()),
+    ("old_lr", pa.float64()),
+    ("new_lr", pa.float64()),
+])
+
 STEPS_FILE = "steps.parquet"
 TRIALS_FILE = "trials.parquet"
+EXPLOITS_FILE = "pbt_exploits.parquet"
 STEP_METRICS = ("train_loss", "val_loss", "val_accuracy", "lr", "elapsed_s")
 _TRIAL_METRICS = ("steps_done", "test_loss", "test_accuracy", "top5_accuracy", "conf_mean_correct",
                   "conf_std_correct", "class_conf_spread", "train_test_loss_gap", "steps_to_target",
@@ -99,21 +113,26 @@ def rows_from_reports(spec: Mapping[str, Any], trial_id: str, reports: Iterable[
     ``reports`` are the trial's reported metric dicts in order, including any that a
     restart repeated; later reports of a step replace earlier ones.
     """
+    member = spec.get("member")
     base = {"run_id": spec["run_id"], "phase": spec["phase"], "arm": spec["arm"], "trial_id": trial_id,
-            "params": params_json(spec), "seed": int(spec["seed"])}
+            "params": params_json(spec), "seed": int(spec["seed"]), "member": None if member is None else int(member)}
     by_step: dict[int, dict] = {}
     final = None
     for report in reports:
         step = _number(report.get("step"))
         if step is None:
             continue
-        by_step[int(step)] = {**base, "step": int(step), **{k: _number(report.get(k)) for k in STEP_METRICS}}
+        parent = report.get("parent_trial_id")
+        parent_step = _number(report.get("parent_step"))
+        by_step[int(step)] = {**base, "step": int(step), **{k: _number(report.get(k)) for k in STEP_METRICS},
+                              "parent_trial_id": parent if isinstance(parent, str) else None,
+                              "parent_step": None if parent_step is None else int(parent_step)}
         if _is_true(report.get("final")):
             final = report
     steps = [by_step[s] for s in sorted(by_step)]
     if final is None:
         return steps, None
-    summary = {**base, **{k: _number(final.get(k)) for k in _TRIAL_METRICS},
+    summary = {**{k: v for k, v in base.items()}, **{k: _number(final.get(k)) for k in _TRIAL_METRICS},
                "diverged": _is_true(final.get("diverged")),
                "final_val_loss": _number(final.get("val_loss")),
                "final_val_accuracy": _number(final.get("val_accuracy")),
@@ -203,6 +222,8 @@ def combine(parts: Iterable[str | os.PathLike], schema: pa.Schema, key: str) -> 
     """Concatenate part files in order and dedupe (``steps`` or ``trials`` by ``key``)."""
     tables = [pq.read_table(p) for p in parts if Path(p).exists()]
     table = pa.concat_tables(tables) if tables else schema.empty_table()
+    if key == "exploits":
+        return table
     return dedupe_steps(table) if key == "steps" else dedupe_trials(table)
 
 
