@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import re
+import shutil
+import subprocess
 from pathlib import Path
 import math
 
@@ -198,3 +201,41 @@ def test_schema_columns_are_documented():
     text = (Path(__file__).resolve().parents[1] / "docs" / "compare.md").read_text()
     for name in STEPS_SCHEMA.names + TRIALS_SCHEMA.names:
         assert any(f"{a}{name}{b}" in text for a in ("| ", ", ") for b in (" |", ",")), name
+
+
+@pytest.mark.skipif(shutil.which("chromium") is None, reason="chromium not installed (Debian: apt-get install -y chromium)")
+def test_html_report_fits_a_laptop_screen_in_a_real_browser(tmp_path):
+    """Eight arms with the longest cells the table has (CI, cost) must not scroll sideways at
+    1366 px: headless Chromium lays the page out and a probe script reads its scrollWidth."""
+    from lrservice.compare.cost import add_costs
+
+    rng = np.random.default_rng(2)
+    names = ["constant", "step", "cosine", "cyclic", "tri2", "fix-then-cos", "controller", "pbt-population"]
+    steps, trials = [], []
+    for a, arm in enumerate(names):
+        for seed in range(10):
+            val = 0.1 + a / 50 + rng.normal(0, 0.01)
+            steps += [{"run_id": "r", "phase": "eval", "arm": arm, "trial_id": f"{arm}-{seed}", "params": "{}", "seed": seed,
+                       "step": s, "val_loss": val * 600 / s, "lr": 0.003} for s in range(20, 601, 20)]
+            trials.append({"run_id": "r", "phase": "eval", "arm": arm, "trial_id": f"{arm}-{seed}",
+                           "params": json.dumps({"lr": 0.0031622776601683794, "step_size": 200, "gamma": 0.5}),
+                           "seed": seed, "steps_done": 600, "diverged": False, "final_val_loss": val, "test_loss": val,
+                           "test_accuracy": 1 - val, "steps_to_target": 300, "wall_s": 12345.6, "target_accuracy": 0.95})
+    trials += [{**trials[0], "phase": "tune", "trial_id": f"t{i}", "params": json.dumps({"lr": i})} for i in range(40)]
+    write_atomic(to_table(steps, STEPS_SCHEMA), tmp_path / "steps.parquet")
+    write_atomic(to_table(add_costs(pd.DataFrame(trials)), TRIALS_SCHEMA), tmp_path / "trials.parquet")
+    (tmp_path / "config.json").write_text(json.dumps({"run_id": "r", "config": {"compare": {"arms": [
+        {"name": "constant", "kind": "constant", "grid": {"lr": [1]}}]}}}))
+    build_report(tmp_path, log=lambda _: None)
+    probe = tmp_path / "probe.html"
+    probe.write_text((tmp_path / "report.html").read_text().replace(
+        "</body>", "<script>document.title='W'+document.documentElement.scrollWidth</script></body>"))
+
+    def page_width(window: int) -> int:
+        dom = subprocess.run(["chromium", "--headless", "--no-sandbox", "--disable-gpu", f"--window-size={window},768",
+                              "--virtual-time-budget=5000", "--dump-dom", probe.as_uri()],
+                             capture_output=True, text=True, timeout=120).stdout
+        return int(re.search(r"<title>W(\d+)</title>", dom).group(1))
+
+    assert page_width(1366) <= 1366
+    assert page_width(500) > 500  # the probe does see overflow: the table cannot shrink to a phone
