@@ -1,8 +1,9 @@
 """The ``lrservice`` command line: one subcommand per module in :mod:`lrservice.commands`.
 
 Each command module provides ``add_parser(subparsers)``, which registers its parser and
-sets ``func=run``; ``run(args) -> int`` does the work. Modules import heavy libraries
-(Ray, torch) inside ``run`` so ``lrservice --help`` stays fast.
+sets ``func=run``; ``run(args) -> int`` does the work. Modules import Ray, torch, pandas
+and matplotlib inside ``run`` so ``lrservice --help`` stays fast (numbers in
+docs/architecture.md).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import importlib
 import sys
 
 from lrservice.config import ConfigError
+from lrservice.schedules import PolicyError
 
 COMMANDS = ("compare", "train_controller", "recommend", "report", "schedule")
 
@@ -50,17 +52,13 @@ def _one_line(exc: BaseException) -> str:
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
-    """Errors whose message is already the whole story for a user (no traceback)."""
+    """Errors whose message is already the whole story for a user (no traceback).
+
+    Called only once an error is raised: ``lrservice.child`` imports torch, which ``--help`` must not pay.
+    """
     from lrservice.child.data import DatasetUnavailable
 
-    errors: list[type[BaseException]] = [DatasetUnavailable, FileNotFoundError, ConnectionError]
-    try:
-        from lrservice.schedules import PolicyError
-
-        errors.append(PolicyError)
-    except ImportError:  # pragma: no cover - schedules always ship
-        pass
-    return tuple(errors)
+    return (DatasetUnavailable, FileNotFoundError, ConnectionError, PolicyError)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -20,13 +20,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-DATASETS = ("digits", "mnist", "fashion_mnist", "cifar10")
-MODELS = ("mlp", "lenet5", "resnet18")
+import yaml
+
+from lrservice.schedules.baselines import BASELINES
+
 OPTIMIZERS = ("adam", "sgd", "momentum")
 DEVICES = ("auto", "cpu", "cuda")
 ACTION_SPACES = ("discrete", "continuous")
 REWARDS = ("dense", "final")
-ARM_KINDS = ("constant", "step", "cosine", "cyclic", "policy", "controller", "pbt")
+ARM_KINDS = BASELINES + ("policy", "controller", "pbt")
 DEFAULT_DATA_DIR = "~/.cache/lrservice/data"
 
 
@@ -41,6 +43,19 @@ def _choice(path: str, value: Any, allowed: tuple) -> None:
         )
 
 
+def _child_names() -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The datasets and models :mod:`lrservice.child` defines.
+
+    Imported on use, not at the top: ``lrservice.child`` imports torch (7.5 s measured on a
+    loaded 2-core machine, which ``lrservice --help`` would pay) and imports this module
+    (a cycle at import time).
+    """
+    from lrservice.child.data import DATASETS
+    from lrservice.child.models import MODELS
+
+    return DATASETS, MODELS
+
+
 def _positive(path: str, value: float | int, *, allow_zero: bool = False) -> None:
     ok = value >= 0 if allow_zero else value > 0
     if not ok or (isinstance(value, float) and not math.isfinite(value)):
@@ -53,24 +68,41 @@ class TaskConfig:
     """The child task: dataset, model, optimizer and training length."""
 
     dataset: str = "digits"
+    """One of :data:`lrservice.child.data.DATASETS`; ``digits`` ships with scikit-learn."""
     model: str = "mlp"
+    """One of :data:`lrservice.child.models.MODELS`."""
     batch_size: int = 64
+    """Training samples per step."""
     steps: int = 1000
+    """Training steps of one child run (an episode for the controller, a trial for Tune)."""
     optimizer: str = "adam"
+    """One of :data:`OPTIMIZERS`; its LR is what every schedule sets."""
     momentum: float = 0.9
+    """Momentum of the ``momentum`` optimizer, in [0, 1)."""
     weight_decay: float = 0.0
+    """L2 weight decay passed to the optimizer, >= 0."""
     seed: int = 0
+    """Base seed: the child's weights and batch order where no per-trial seed is given (the recommender's
+    search and compose stages, the controller's PPO); comparison trials use the ``compare`` seeds."""
     data_dir: str = DEFAULT_DATA_DIR
+    """Where torchvision datasets live; the default gives way to ``$LRSERVICE_DATA`` when that is set."""
     download: bool = False
+    """Let torchvision download a missing dataset into ``data_dir`` (``--download``)."""
     val_size: int = 5000
+    """Training samples held out (by a fixed seed) as the validation split."""
     val_subset: int = 512
+    """The first validation samples: the fixed subset that progress metrics and the controller's reward use."""
     max_train_samples: int | None = None
+    """Cap on the training split (None: all of it), for quick runs."""
     eval_every: int = 10
+    """Steps between evaluations on the validation subset (one report row each)."""
     device: str = "auto"
+    """One of :data:`DEVICES`; ``auto`` uses CUDA when the process sees a GPU."""
 
     def validate(self, path: str = "task") -> None:
-        _choice(f"{path}.dataset", self.dataset, DATASETS)
-        _choice(f"{path}.model", self.model, MODELS)
+        datasets, models = _child_names()
+        _choice(f"{path}.dataset", self.dataset, datasets)
+        _choice(f"{path}.model", self.model, models)
         _choice(f"{path}.optimizer", self.optimizer, OPTIMIZERS)
         _choice(f"{path}.device", self.device, DEVICES)
         for name in ("batch_size", "steps", "val_size", "val_subset", "eval_every"):
@@ -154,9 +186,13 @@ class ArmConfig:
     """
 
     name: str
+    """The arm's label in tables and plots: letters, digits, ``-`` and ``_``."""
     kind: str
+    """One of :data:`ARM_KINDS`."""
     params: dict = field(default_factory=dict)
+    """Fixed params of the kind (docs/compare.md lists them per kind)."""
     grid: dict = field(default_factory=dict)
+    """Param name -> list of values; the tune phase tries every combination and the eval phase runs the winner."""
 
     def validate(self, path: str = "arm") -> None:
         _choice(f"{path}.kind", self.kind, ARM_KINDS)
@@ -181,15 +217,25 @@ class CompareConfig:
     """The Tune comparison: arms, seeds, target accuracy and output location."""
 
     name: str = "compare"
+    """The run's name: its files go to ``output_dir/name``."""
     arms: tuple[ArmConfig, ...] = field(default_factory=_default_arms)
+    """The schedules compared; names must be unique."""
     tune_seeds: tuple[int, ...] = (100,)
+    """Child seeds of the tune phase (grid search); kept apart from ``seeds``."""
     seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
+    """Child seeds of the eval phase: every arm's winner runs once per seed."""
     target_accuracy: float = 0.9
+    """Validation accuracy in (0, 1] whose first crossing gives steps-to-target."""
     output_dir: str = "results"
+    """Parent of the run dir (``~`` expanded)."""
     max_concurrent_trials: int = 0
+    """Trials running at once; 0 lets Tune fill the cluster."""
     max_failures: int = 2
+    """Retries of a failed trial, each from its last checkpoint."""
     checkpoint_every: int = 100
+    """Steps between trial checkpoints (and at the end)."""
     report: bool = True
+    """Write ``report.md``, ``report.html`` and plots after the Parquet files."""
 
     def validate(self, path: str = "compare") -> None:
         if not self.arms:
@@ -216,32 +262,42 @@ DEFAULT_BASE_LR = {"adam": 1e-3, "sgd": 1e-2, "momentum": 1e-2}
 
 @dataclass(frozen=True)
 class RecommendConfig:
-    """LRBench selection: target accuracy, iteration budget and search size.
-
-    ``base_lr`` (default: 1e-3 for Adam, 1e-2 for SGD) is FIX's reference LR; sampled LRs
-    span ``[lr_min, lr_max]`` (default ``[base_lr/10, 30*base_lr]``). ASHA stops trials at
-    ``grace_fraction`` of the budget at the earliest. ``compose_fractions`` are the
-    composition boundaries as fractions of the budget; ``lr_scales`` the base-LR factors of
-    the robustness check (run on the first verify seed).
-    """
+    """LRBench selection: target accuracy, iteration budget, search size and verification."""
 
     target_accuracy: float = 0.9
+    """Validation accuracy in (0, 1] to reach; the recommendation minimises steps to reach it."""
     budget: int = 1000
+    """Training steps of every run (ASHA's ``max_t``)."""
     num_samples: int = 34
+    """Zoo policies sampled for the search stage (FIX at ``base_lr`` is added)."""
     top_k: int = 4
+    """Best searched and composed candidates that go on to verification."""
     verify_seeds: tuple[int, ...] = (11, 12, 13)
+    """Child seeds of the verify stage; the first also runs the ``lr_scales`` check."""
     output_dir: str = "results"
+    """Parent of the run dir (``~`` expanded)."""
     name: str = "recommend"
+    """The run's name: its files go to ``output_dir/name``."""
     base_lr: float | None = None
+    """FIX's reference LR; None: :data:`DEFAULT_BASE_LR` of the optimizer."""
     lr_min: float | None = None
+    """Lowest sampled LR; None: ``base_lr / 10``."""
     lr_max: float | None = None
+    """Highest sampled LR; None: ``30 * base_lr``."""
     metric: str = "val_accuracy"
+    """What ASHA compares (one of :data:`RECOMMEND_METRICS`)."""
     grace_fraction: float = 0.1
+    """ASHA stops no run before this fraction of the budget (rounded up to ``task.eval_every``)."""
     reduction_factor: int = 3
+    """ASHA's halving rate: about 1 in this many runs goes on at each rung."""
     compose_fractions: tuple[float, ...] = (0.5, 0.75)
+    """Composition boundaries as fractions of the budget, each in (0, 1)."""
     num_composites: int = 3
+    """Composites of the best searched policies run in the compose stage (0: skip it)."""
     lr_scales: tuple[float, ...] = (0.1, 0.5, 5.0, 10.0)
+    """Factors on a candidate's LR for the robustness check on the first verify seed."""
     max_concurrent_trials: int = 0
+    """Trials running at once; 0 lets Tune fill the cluster."""
 
     def validate(self, path: str = "recommend") -> None:
         if not 0 < self.target_accuracy <= 1:
@@ -289,12 +345,19 @@ class ResourcesConfig:
     """
 
     address: str | None = None
+    """Ray cluster to attach to (``--address``); None: ``$RAY_ADDRESS``, else start a local instance."""
     num_cpus: int | None = None
+    """CPUs of a local Ray instance this process starts (None: all)."""
     cpus_per_trial: float = 1.0
+    """CPUs each Tune trial asks for."""
     gpus_per_trial: float = 0.0
+    """GPUs (fractions allowed) each Tune trial asks for when the cluster has GPUs."""
     gpus_per_env_runner: float = 0.0
+    """GPUs (fractions allowed) each PPO env runner asks for when the cluster has GPUs."""
     worker_resource: str | None = None
+    """Custom resource that worker nodes advertise; trials and env runners ask for a sliver of it."""
     head_resource: str | None = None
+    """Custom resource that the head advertises; PPO learners ask for a sliver of it."""
 
     def validate(self, path: str = "resources") -> None:
         for name in ("cpus_per_trial", "gpus_per_trial", "gpus_per_env_runner"):
@@ -308,10 +371,15 @@ class RunConfig:
     """A whole run: every section with its defaults."""
 
     task: TaskConfig = field(default_factory=TaskConfig)
+    """The child network, its data and its training length."""
     controller: ControllerConfig = field(default_factory=ControllerConfig)
+    """The learned controller's env and PPO settings."""
     compare: CompareConfig = field(default_factory=CompareConfig)
+    """The Tune comparison of schedules."""
     recommend: RecommendConfig = field(default_factory=RecommendConfig)
+    """The LRBench recommender."""
     resources: ResourcesConfig = field(default_factory=ResourcesConfig)
+    """Where work runs."""
 
     def validate(self) -> "RunConfig":
         for f in dataclasses.fields(self):
@@ -445,8 +513,6 @@ def load_config(path: str | os.PathLike) -> RunConfig:
         except json.JSONDecodeError as exc:
             raise ConfigError(f"config: {p} is not valid JSON: {exc}") from None
     else:
-        import yaml
-
         try:
             data = yaml.safe_load(text)
         except yaml.YAMLError as exc:

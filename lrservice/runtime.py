@@ -15,6 +15,7 @@ given). :func:`auth_status` reports which of these apply.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -119,8 +120,6 @@ def add_address_argument(parser) -> None:
 
 def with_address(resources: ResourcesConfig, address: str | None) -> ResourcesConfig:
     """``resources`` with ``address`` set when one was given on the command line."""
-    import dataclasses
-
     return dataclasses.replace(resources, address=address) if address else resources
 
 
@@ -131,7 +130,7 @@ def connect(resources: ResourcesConfig | None = None, *, include_dashboard: bool
     Returns ``"existing"`` when Ray is already initialised in this process (tests, jobs),
     the address when it attached, or ``"local"`` when it started an embedded instance.
     """
-    import ray
+    import ray  # on use: the CLI imports this module to build its parser, and `--help` need not pay for Ray
 
     resources = resources or ResourcesConfig()
     if ray.is_initialized():
@@ -204,7 +203,7 @@ def plan_placement(resources: ResourcesConfig, cluster: Mapping[str, float] | No
     resource the cluster lacks raises :class:`ConfigError` naming the field.
     """
     if cluster is None:
-        import ray
+        import ray  # on use, as in connect()
 
         cluster = ray.cluster_resources()
     has_gpu = cluster.get("GPU", 0) > 0

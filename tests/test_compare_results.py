@@ -17,8 +17,8 @@ import pytest
 
 from lrservice.compare.arms import pick_winners
 from lrservice.compare.report import PLOTS, build_report
-from lrservice.compare.results import (STEPS_SCHEMA, TRIALS_SCHEMA, arm_summary, rows_from_reports, to_table,
-                                       write_atomic)
+from lrservice.compare.results import STEPS_SCHEMA, TRIALS_SCHEMA, arm_summary, rows_from_reports, to_table
+from lrservice.files import write_parquet
 
 STEPS_COLUMNS = ["run_id", "phase", "arm", "trial_id", "params", "seed", "step", "train_loss", "val_loss",
                  "val_accuracy", "lr", "elapsed_s", "member", "parent_trial_id", "parent_step"]
@@ -65,13 +65,13 @@ def test_rows_from_reports_dedupes_a_restarted_trial():
 def test_write_atomic_never_leaves_a_partial_file(tmp_path):
     path = tmp_path / "steps.parquet"
     good = to_table([{**_spec(), "trial_id": "t", "params": "{}", "step": 10, "val_loss": 1.0}], STEPS_SCHEMA)
-    write_atomic(good, path)
+    write_parquet(good, path)
 
     class Broken:  # pyarrow fails on it part-way through write_table
         schema = STEPS_SCHEMA
 
     with pytest.raises(Exception):
-        write_atomic(Broken(), path)
+        write_parquet(Broken(), path)
     assert pq.read_table(path).equals(good)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["steps.parquet"]
 
@@ -107,8 +107,8 @@ def _fixture_run(run_dir, rng):
                            "steps_to_target": reached, "seconds_to_target": None if reached is None else reached / 10,
                            "wall_s": 1.0, "target_accuracy": 0.8})
     trials.append({**trials[0], "phase": "tune", "trial_id": "tune-0", "final_val_loss": 0.01})  # must not be ranked
-    write_atomic(to_table(steps, STEPS_SCHEMA), run_dir / "steps.parquet")
-    write_atomic(to_table(trials, TRIALS_SCHEMA), run_dir / "trials.parquet")
+    write_parquet(to_table(steps, STEPS_SCHEMA), run_dir / "steps.parquet")
+    write_parquet(to_table(trials, TRIALS_SCHEMA), run_dir / "trials.parquet")
     return pd.DataFrame(steps), pd.DataFrame(trials)
 
 
@@ -179,7 +179,7 @@ def test_summary_pairs_every_arm_with_the_best_tuned_baseline_and_the_report_sho
         {"name": "gamma", "kind": "cosine", "grid": {"lr": [0.1]}},
         {"name": "beta", "kind": "policy", "params": {"name": "FIX", "k0": 0.01}}]}}}))
     costed = add_costs(trials)
-    write_atomic(to_table(costed, TRIALS_SCHEMA), tmp_path / "trials.parquet")
+    write_parquet(to_table(costed, TRIALS_SCHEMA), tmp_path / "trials.parquet")
     build_report(tmp_path, log=lambda _: None)
     summary = pd.read_csv(tmp_path / "summary.csv").set_index("arm")
     ev = trials[trials["phase"] == "eval"].pivot(index="seed", columns="arm", values="test_loss")
@@ -222,8 +222,8 @@ def test_html_report_fits_a_laptop_screen_in_a_real_browser(tmp_path):
                            "seed": seed, "steps_done": 600, "diverged": False, "final_val_loss": val, "test_loss": val,
                            "test_accuracy": 1 - val, "steps_to_target": 300, "wall_s": 12345.6, "target_accuracy": 0.95})
     trials += [{**trials[0], "phase": "tune", "trial_id": f"t{i}", "params": json.dumps({"lr": i})} for i in range(40)]
-    write_atomic(to_table(steps, STEPS_SCHEMA), tmp_path / "steps.parquet")
-    write_atomic(to_table(add_costs(pd.DataFrame(trials)), TRIALS_SCHEMA), tmp_path / "trials.parquet")
+    write_parquet(to_table(steps, STEPS_SCHEMA), tmp_path / "steps.parquet")
+    write_parquet(to_table(add_costs(pd.DataFrame(trials)), TRIALS_SCHEMA), tmp_path / "trials.parquet")
     (tmp_path / "config.json").write_text(json.dumps({"run_id": "r", "config": {"compare": {"arms": [
         {"name": "constant", "kind": "constant", "grid": {"lr": [1]}}]}}}))
     build_report(tmp_path, log=lambda _: None)

@@ -96,14 +96,16 @@ def test_resume_after_driver_is_killed(tmp_path):
 
 def test_experiment_killed_before_its_first_snapshot_starts_again(tmp_path):
     """Only tuner.pkl on disk (driver died before Tune's first state snapshot): a fresh start, no restore."""
-    from lrservice.compare.experiment import _tuner
+    from lrservice.compare.experiment import experiment_stage
     from lrservice.config import RunConfig
+    from lrservice.stage import tuner as stage_tuner
 
     path = tmp_path / "tune"
     path.mkdir()
     (path / "tuner.pkl").write_bytes(b"")
     (path / "stale-trial").mkdir()
     lines = []
-    tuner = _tuner("tune", tmp_path, {"x": 1}, lambda config: None, RunConfig(), resume=True, log=lines.append)
+    stage = experiment_stage("tune", tmp_path, {"x": 1}, lambda config: None, RunConfig())
+    tuner = stage_tuner(stage, resume=True, log=lines.append)
     assert lines == ["[lrservice] tune: the interrupted experiment saved no state yet; starting it again"]
     assert not (path / "stale-trial").exists() and tuner is not None

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import argparse
 
+from lrservice.commands.options import add_run_options, load_run_config, progress
+
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
-    from lrservice.commands.options import add_run_options
-
     parser = subparsers.add_parser(
         "compare", help="compare LR schedules (tuned baselines, zoo, controller, PBT) with Ray Tune",
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -25,11 +25,11 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from lrservice.commands.options import load_run_config, progress
     from lrservice.preflight import check_compare
-    from lrservice.compare.experiment import run_compare
 
     config = load_run_config(args, **({"compare": {"report": False}} if args.no_report else {}))
-    check_compare(config)  # everything the config file can tell, before Ray starts
+    check_compare(config)  # everything the config file can tell, before Ray starts (or is imported)
+    from lrservice.compare.experiment import run_compare  # Ray and torch: on use, so `lrservice --help` stays fast (docs/architecture.md)
+
     run_compare(config, resume=args.resume, overwrite=args.overwrite, log=progress)
     return 0

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import argparse
 
+from lrservice.config import ConfigError, RunConfig, load_config
+from lrservice.runtime import add_address_argument
+
 
 def add_run_options(parser: argparse.ArgumentParser, *, resume_help: str, overwrite: bool = True) -> None:
     """Add ``--config``, ``--resume``, optionally ``--overwrite``, ``--download`` and ``--address``."""
-    from lrservice.runtime import add_address_argument
-
     parser.add_argument("--config", required=True, help="YAML/JSON run config (see configs/)")
     parser.add_argument("--resume", action="store_true", help=resume_help)
     if overwrite:
@@ -18,10 +19,8 @@ def add_run_options(parser: argparse.ArgumentParser, *, resume_help: str, overwr
     add_address_argument(parser)
 
 
-def load_run_config(args: argparse.Namespace, **section_updates: dict):
+def load_run_config(args: argparse.Namespace, **section_updates: dict) -> RunConfig:
     """The config file with the command line applied: ``--address``, ``--download`` and per-section fields."""
-    from lrservice.config import ConfigError, load_config
-
     if getattr(args, "resume", False) and getattr(args, "overwrite", False):
         raise ConfigError("--resume and --overwrite: choose one")
     config = load_config(args.config)

@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import argparse
 
+from lrservice.commands.options import add_run_options, load_run_config, progress
+
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
-    from lrservice.commands.options import add_run_options
-
     parser = subparsers.add_parser(
         "recommend", help="recommend and compose LR policies that reach a target accuracy fastest (LRBench)",
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -30,13 +30,13 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from lrservice.commands.options import load_run_config, progress
     from lrservice.preflight import check_recommend
-    from lrservice.recommend.search import run_recommend
 
     overrides = {k: v for k, v in (("target_accuracy", args.target_accuracy), ("budget", args.budget),
                                    ("num_samples", args.num_samples)) if v is not None}
     config = load_run_config(args, recommend=overrides)
-    check_recommend(config)  # everything the config file can tell, before Ray starts
+    check_recommend(config)  # everything the config file can tell, before Ray starts (or is imported)
+    from lrservice.recommend.search import run_recommend  # Ray and torch: on use, so `lrservice --help` stays fast (docs/architecture.md)
+
     run_recommend(config, resume=args.resume, overwrite=args.overwrite, log=progress)
     return 0

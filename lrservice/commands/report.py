@@ -19,7 +19,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from lrservice.compare.report import build_report, load_run
+    from lrservice.compare.report import build_report, load_run  # pandas, matplotlib: on use, for `--help`
     from lrservice.compare.tensorboard import write_tensorboard
 
     steps, _ = load_run(args.run_dir)

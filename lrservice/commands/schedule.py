@@ -12,6 +12,8 @@ import argparse
 import json
 from pathlib import Path
 
+from lrservice.schedules import POLICIES, Composite, PolicyError, policy_from_dict
+
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
@@ -42,16 +44,12 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _list() -> int:
-    from lrservice.schedules import POLICIES
-
     for spec in POLICIES.values():
         print(f"{spec.name:<10} {', '.join(spec.params):<22} {spec.formula}")
     return 0
 
 
 def _plot(args: argparse.Namespace) -> int:
-    from lrservice.schedules import Composite, PolicyError, policy_from_dict
-
     policy = policy_from_dict(_policy_dict(args))
     steps = args.steps if args.steps is not None else _default_steps(policy)
     if steps <= 0:
@@ -60,7 +58,7 @@ def _plot(args: argparse.Namespace) -> int:
     out = Path(args.out or f"schedule-{label}.png")
     lrs = policy.values(range(steps))
 
-    from matplotlib.figure import Figure
+    from matplotlib.figure import Figure  # on use: 0.6 s CPU that `--help` and `schedule list` need not pay
 
     fig = Figure(figsize=(7, 3.5), layout="constrained")
     ax = fig.add_subplot()
@@ -81,8 +79,6 @@ def _plot(args: argparse.Namespace) -> int:
 
 def _policy_dict(args: argparse.Namespace) -> dict:
     """The policy dict from --config-json, or from --policy and the parameter flags given."""
-    from lrservice.schedules import PolicyError
-
     flags = {key: getattr(args, key) for key in ("k0", "k1", "gamma", "p", "l") if getattr(args, key) is not None}
     if args.config_json is not None:
         if args.policy or flags:
@@ -100,8 +96,6 @@ def _policy_dict(args: argparse.Namespace) -> dict:
 
 def _parse_l(text: str):
     """``100`` -> 100, ``2.5`` -> 2.5, ``300,600`` -> [300, 600] (NSTEP boundaries)."""
-    from lrservice.schedules import PolicyError
-
     try:
         if "," in text:
             return [int(part) for part in text.split(",") if part.strip()]
@@ -114,8 +108,6 @@ def _parse_l(text: str):
 def _default_steps(policy) -> int:
     """Enough steps to show the shape: 3 periods, twice the last NSTEP boundary, or 1000;
     for a composite, its last boundary plus its last segment's default."""
-    from lrservice.schedules import Composite
-
     if isinstance(policy, Composite):
         return (policy.boundaries[-1] if policy.boundaries else 0) + _default_steps(policy.segments[-1])
     l = policy.params.get("l")

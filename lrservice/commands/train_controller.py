@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import argparse
 
+from lrservice.commands.options import add_run_options, load_run_config, progress
+from lrservice.config import ConfigError
+
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
-    from lrservice.commands.options import add_run_options
-
     parser = subparsers.add_parser(
         "train-controller", help="train the learned LR controller with RLlib PPO",
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -29,16 +30,13 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from lrservice.commands.options import load_run_config, progress
-    from lrservice.config import ConfigError
     from lrservice.preflight import check_controller_training
 
     if args.iterations is not None and args.iterations < 1:
         raise ConfigError(f"--iterations: {args.iterations!r} is not allowed; it must be an integer >= 1")
     config = load_run_config(args)
     check_controller_training(config)  # before Ray starts
-
-    import torch
+    import torch  # Ray and torch: on use, so `lrservice --help` stays fast (docs/architecture.md)
 
     torch.set_num_threads(1)
     from lrservice.control.training import train_controller

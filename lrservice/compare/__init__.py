@@ -3,7 +3,7 @@
 - :mod:`.arms`: arm params, grids and winners as plain trial specs (no Ray).
 - :mod:`.trainable`: one trial (:func:`run_trial`) and its Tune wrapper.
 - :mod:`.experiment`: :func:`run_compare`, the tune / eval / PBT phases with resume.
-- :mod:`.results`: Parquet schemas, atomic writes, dedupe, ranked summaries.
+- :mod:`.results`: Parquet schemas, rows from reports, dedupe, ranked summaries.
 - :mod:`.report`: plots, ``report.md`` and ``report.html``.
 
 Submodules are imported on use so that ``import lrservice.compare`` stays light.
@@ -11,12 +11,13 @@ Submodules are imported on use so that ``import lrservice.compare`` stays light.
 
 from __future__ import annotations
 
+import importlib
 from typing import Any
 
 _EXPORTS = {
     "run_compare": "experiment", "run_dir_for": "experiment",
     "run_trial": "trainable", "tune_trial": "trainable",
-    "STEPS_SCHEMA": "results", "TRIALS_SCHEMA": "results", "arm_summary": "results", "write_atomic": "results",
+    "STEPS_SCHEMA": "results", "TRIALS_SCHEMA": "results", "arm_summary": "results",
     "build_report": "report", "load_run": "report",
 }
 
@@ -25,7 +26,5 @@ __all__ = sorted(_EXPORTS)
 
 def __getattr__(name: str) -> Any:
     if name in _EXPORTS:
-        import importlib
-
         return getattr(importlib.import_module(f"lrservice.compare.{_EXPORTS[name]}"), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

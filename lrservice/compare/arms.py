@@ -7,13 +7,15 @@ are JSON-ready so they can be stored in Parquet (``params``) and in Tune's state
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
+import json
 import math
 from typing import Any, Iterable, Mapping
 
 from lrservice.config import ArmConfig, ConfigError, RunConfig
+from lrservice.schedules import BASELINES, PolicyError, make_baseline, policy_from_dict
 
-BASELINE_KINDS = ("constant", "step", "cosine", "cyclic")
 PBT_DEFAULTS = {"lr_min": 1e-4, "lr_max": 1e-1, "population": 4}
 CONTROLLER_KEYS = ("checkpoint", "lr")
 AUTO = "auto"
@@ -45,14 +47,12 @@ def resolve_params(arm: ArmConfig, params: Mapping[str, Any], config: RunConfig)
 
 def validate_arm(arm: ArmConfig, config: RunConfig, path: str) -> None:
     """Check every grid point builds (baseline, policy) or is well formed (controller, pbt)."""
-    from lrservice.schedules import PolicyError, make_baseline, policy_from_dict
-
     if arm.kind == "pbt" and arm.grid:
         raise ConfigError(f"{path}.grid: {arm.grid!r} is not allowed for kind 'pbt'; PBT tunes the LR itself (set params lr_min, lr_max, population, interval)")
     for point in grid_points(arm):
         params = resolve_params(arm, point, config)
         try:
-            if arm.kind in BASELINE_KINDS:
+            if arm.kind in BASELINES:
                 make_baseline(arm.kind, **params)
             elif arm.kind == "policy":
                 policy_from_dict(params)
@@ -149,12 +149,8 @@ def pick_winners(rows: Iterable[Mapping[str, Any]]) -> dict[str, dict]:
 
 
 def _key(params: Mapping[str, Any]) -> str:
-    import json
-
     return json.dumps(params, sort_keys=True, default=str)
 
 
 def _plain(section: Any) -> dict:
-    import dataclasses
-
     return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(section).items()}

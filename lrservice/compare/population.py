@@ -102,29 +102,19 @@ def _until_first_final(rows: list[dict]) -> list[dict]:
 
 def run_population(arm: ArmConfig, seed: int, config: RunConfig, run_id: str, run_dir: Path, resume: bool,
                    log: Log) -> str:
-    """Run (or skip, when its parts exist) one seed's population; returns the experiment name."""
+    """Run (or skip, when its parts exist) one seed's population; returns the stage name."""
     from ray import tune
 
+    from lrservice import stage
     from lrservice.compare.arms import trial_spec
-    from lrservice.compare.experiment import _part_paths, _restorable, _tuner
-    from lrservice.compare.results import EXPLOITS_SCHEMA, STEPS_SCHEMA, TRIALS_SCHEMA, to_table, write_atomic
+    from lrservice.compare.results import EXPLOITS_SCHEMA, STEPS_SCHEMA, TRIALS_SCHEMA, to_table
     from lrservice.compare.trainable import trial_trainable
 
     name = population_name(arm, seed)
-    steps_path, trials_path = _part_paths(run_dir, name)
-    exploits_path = run_dir / "parts" / f"{name}.exploits.parquet"
-    if steps_path.exists() and trials_path.exists():
-        log(f"[lrservice] {name}: already complete ({trials_path.name}); skipping")
-        return name
     spec = trial_spec(config, run_id, "eval", arm, arm.params, seed)
     p = spec["params"]
     spec["checkpoint_every"] = p["interval"]  # a checkpoint at every perturbation step
     reports = reports_path(run_dir, name)
-    reports.parent.mkdir(parents=True, exist_ok=True)
-    if not (resume and _restorable(run_dir / name)) and reports.exists():
-        reports.unlink()  # a fresh start: the old reports belong to a run that saved no state
-    log(f"[lrservice] phase eval: PBT arm {arm.name}, seed {seed}: population {p['population']}, "
-        f"LR in [{p['lr_min']:g}, {p['lr_max']:g}], perturb every {p['interval']} steps")
     scheduler = tune.schedulers.PopulationBasedTraining(
         time_attr="step", metric="val_loss", mode="min", perturbation_interval=p["interval"],
         hyperparam_mutations={"lr": tune.loguniform(p["lr_min"], p["lr_max"])},
@@ -132,15 +122,30 @@ def run_population(arm: ArmConfig, seed: int, config: RunConfig, run_id: str, ru
     space = {"spec": spec, "seed": seed, "member": tune.grid_search(list(range(p["population"]))),
              "lr": tune.loguniform(p["lr_min"], p["lr_max"])}
     population, _ = trial_trainable(config.resources, together=p["population"])  # the whole population at once
-    tuner = _tuner(name, run_dir, space, population, config, resume, log, scheduler, 1, p["population"],
-                   callbacks=[recorder(reports)])
-    grid = tuner.fit()
+    label = lambda c: f"{arm.name}_s{seed}_m{c.get('member')}"
+    outcome = lambda t: (f"done: {t.trial_id} {label(t.config)} val loss "
+                         f"{(t.last_result or {}).get('val_loss', float('nan')):.4f}")
+    experiment = stage.Stage(
+        name=name, run_dir=run_dir, trainable=population, param_space=space, label=label, outcome=outcome,
+        parts=("exploits", "steps", "trials"), total=p["population"], max_failures=config.compare.max_failures,
+        scheduler=scheduler, callbacks=(recorder(reports),))
+    if experiment.complete:
+        log(f"[lrservice] {name}: already complete ({experiment.part('trials').name}); skipping")
+        return name
+    reports.parent.mkdir(parents=True, exist_ok=True)
+    if not (resume and stage.restorable(experiment.path)) and reports.exists():
+        reports.unlink()  # a fresh start: the old reports belong to a run that saved no state
+    log(f"[lrservice] phase eval: PBT arm {arm.name}, seed {seed}: population {p['population']}, "
+        f"LR in [{p['lr_min']:g}, {p['lr_max']:g}], perturb every {p['interval']} steps")
+    grid = stage.fit(experiment, resume, log)
     for error in grid.errors:
         log(f"[lrservice] {name}: a member failed: {str(error).splitlines()[0][:200]}")
     steps, trials, log_rows = population_tables(read_reports(reports), spec)
-    write_atomic(to_table(log_rows, EXPLOITS_SCHEMA), exploits_path)
-    write_atomic(to_table(steps, STEPS_SCHEMA), steps_path)  # steps first: trials marks the part complete
-    write_atomic(to_table(trials, TRIALS_SCHEMA), trials_path)
+    finished = int((trials["phase"] == "pbt").sum()) if len(trials) else 0
+    if finished + len(grid.errors) < p["population"]:  # Tune stopped early (Ctrl-C): not complete, resumable
+        raise KeyboardInterrupt(f"{name}: {p['population'] - finished} member(s) did not finish")
+    stage.write_parts(experiment, [to_table(log_rows, EXPLOITS_SCHEMA), to_table(steps, STEPS_SCHEMA),
+                                   to_table(trials, TRIALS_SCHEMA)])  # trials last: marks it complete
     members = trials[trials["phase"] == "pbt"] if len(trials) else trials
     deployed = trials[trials["phase"] == "eval"] if len(trials) else trials
     if len(deployed):

@@ -10,14 +10,15 @@ from __future__ import annotations
 import base64
 import html
 import json
-import os
 from pathlib import Path
 from typing import Callable
 
 import pandas as pd
+from matplotlib.figure import Figure  # Agg canvas: no display needed
 
 from lrservice.compare.results import (STEPS_FILE, STEPS_SCHEMA, TRIALS_FILE, TRIALS_SCHEMA, SUMMARY_HEAD,
                                        arm_summary, baseline_arms, format_summary, read_table, summary_cells)
+from lrservice.files import write_text
 
 PLOTS = ("val_loss.png", "lr.png")
 
@@ -42,8 +43,6 @@ def curves(steps: pd.DataFrame, column: str, phase: str = "eval") -> pd.DataFram
 def _plot(steps: pd.DataFrame, column: str, ylabel: str, path: Path, log_y: bool, order: list[str]) -> None:
     """Mean ± std band per arm over seeds; a PBT arm (rows with ``member``) as one thin line
     per seed — its deployed schedule differs per seed, a mean would hide it."""
-    from matplotlib.figure import Figure  # Agg canvas: no display needed
-
     ev = steps[steps["phase"] == "eval"]
     data = curves(steps, column)
     fig = Figure(figsize=(8, 4.5), layout="constrained")
@@ -115,7 +114,7 @@ def build_report(run_dir: str | Path, log: Callable[[str], None] = print, echo: 
     md += [f"Data: [{STEPS_FILE}]({STEPS_FILE}), [{TRIALS_FILE}]({TRIALS_FILE}), [summary.csv](summary.csv). "
            f"Curves in TensorBoard: `tensorboard --logdir {run_dir / 'tensorboard'}`.", ""]
     md_path = run_dir / "report.md"
-    _write_text(md_path, "\n".join(md))
+    write_text(md_path, "\n".join(md))
     _html(run_dir, title, about, how, summary, winners, costs, replay)
     if echo:
         log(table)
@@ -124,12 +123,6 @@ def build_report(run_dir: str | Path, log: Callable[[str], None] = print, echo: 
             log(replay.rstrip())
     log(f"[lrservice] report written: {md_path}, {run_dir / 'report.html'}, {', '.join(PLOTS)}")
     return md_path
-
-
-def _write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def _winners(trials: pd.DataFrame) -> dict[str, str]:
@@ -168,7 +161,7 @@ def _html(run_dir: Path, title: str, about: str, how: str, summary: pd.DataFrame
                      for name, file in (("Validation loss", PLOTS[0]), ("Learning rate", PLOTS[1])))
     replay_html = (f"<h2>PBT deployed schedules (replayable compare arms)</h2><pre>{html.escape(replay)}</pre>"
                    if replay else "")
-    _write_text(run_dir / "report.html",
+    write_text(run_dir / "report.html",
         f"<!doctype html><html><head><meta charset='utf-8'><meta name='viewport' content='width=device-width'>"
         f"<title>{html.escape(title)}</title><style>{CSS}</style></head><body>"
         f"<h1>{html.escape(title)}</h1><p>{html.escape(about)}</p><h2>Ranking (eval phase)</h2>"

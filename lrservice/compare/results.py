@@ -1,10 +1,10 @@
-"""Result tables: the Parquet schemas, rows from Tune results, atomic writes, summaries.
+"""Result tables: the Parquet schemas, rows from Tune results, dedupe, summaries.
 
 Two tables per run (documented in docs/compare.md): ``steps`` has one row per trial per
 report (every ``task.eval_every`` steps), ``trials`` one summary row per finished trial.
 A trial that Tune restarted from a checkpoint reports some steps twice; rows are
-deduplicated on ``(trial_id, step)``, keeping the later report. Files are written to a
-sibling temp file and ``os.replace``-d, so a reader never sees a partial file.
+deduplicated on ``(trial_id, step)``, keeping the later report. Files are written with
+:func:`lrservice.files.write_parquet`, so a reader never sees a partial file.
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
@@ -192,22 +191,6 @@ def dedupe_trials(table: pa.Table) -> pa.Table:
         return table
     df = df.drop_duplicates(["phase", "trial_id"], keep="last")
     return to_table(df, table.schema)
-
-
-def write_atomic(table: pa.Table, path: str | os.PathLike) -> Path:
-    """Write ``table`` to ``path`` via a sibling temp file and ``os.replace`` (never a partial file)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        pq.write_table(table, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
 
 
 def read_table(path: str | os.PathLike, schema: pa.Schema) -> pd.DataFrame:

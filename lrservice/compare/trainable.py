@@ -18,6 +18,18 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
+import ray
+import torch
+import torch.nn.functional as F
+from ray import tune
+
+from lrservice.child import ChildTrainer, load_task_data
+from lrservice.config import config_from_dict
+from lrservice.control.controller import LearnedController
+from lrservice.recommend.metrics import cost, loss_gap, utility
+from lrservice.runtime import plan_placement
+from lrservice.schedules import BASELINES, PolicyScheduler, make_baseline, policy_from_dict
+
 CHECKPOINT_FILE = "trial.pt"
 _DATA_CACHE: dict = {}
 _CONTROLLER_CACHE: dict = {}
@@ -34,21 +46,15 @@ class LRDriver:
     """
 
     def __init__(self, spec: Mapping[str, Any], trainer):
-        from lrservice.compare.arms import BASELINE_KINDS
-
         self.kind = spec["kind"]
         self.trainer = trainer
         self.scheduler = None
         self.controller = None
         self.action_every = 0
         params = spec["params"]
-        if self.kind in BASELINE_KINDS:
-            from lrservice.schedules import make_baseline
-
+        if self.kind in BASELINES:
             self.scheduler = make_baseline(self.kind, **params).scheduler(trainer.optimizer)
         elif self.kind == "policy":
-            from lrservice.schedules import PolicyScheduler, policy_from_dict
-
             self.scheduler = PolicyScheduler(trainer.optimizer, policy_from_dict(params))
         elif self.kind == "controller":
             self.controller = _controller(params["checkpoint"])
@@ -88,15 +94,11 @@ class LRDriver:
 
 
 def _task(spec: Mapping[str, Any]):
-    from lrservice.config import config_from_dict
-
     return config_from_dict({"task": spec["task"]}).task
 
 
 def _data(task):
     """The task's tensors, loaded once per worker process (Tune reuses trial actors)."""
-    from lrservice.child import load_task_data
-
     key = (task.dataset, str(task.data_path), task.val_size, task.max_train_samples)
     if key not in _DATA_CACHE:
         _DATA_CACHE.clear()
@@ -107,8 +109,6 @@ def _data(task):
 def _controller(path: str):
     """The learned controller at ``path``, loaded once per worker process."""
     if path not in _CONTROLLER_CACHE:
-        from lrservice.control.controller import LearnedController
-
         _CONTROLLER_CACHE[path] = LearnedController.from_checkpoint(path)
     return _CONTROLLER_CACHE[path]
 
@@ -132,10 +132,6 @@ def run_trial(spec: Mapping[str, Any], report: Report, restore_dir: Path | None 
     ``spec["checkpoint_every"]`` steps and at the end, a directory holding the trial's
     state (valid only during the call). ``restore_dir`` continues from such a state.
     """
-    import torch
-
-    from lrservice.child import ChildTrainer
-
     task = _task(spec)
     trainer = ChildTrainer(task, data=_data(task))
     trainer.reset(initial_lr(spec), spec["seed"])
@@ -220,10 +216,6 @@ def run_trial(spec: Mapping[str, Any], report: Report, restore_dir: Path | None 
 
 def _final_metrics(trainer, history: Mapping[str, list], target: float) -> dict:
     """Test metrics and LRBench utility / cost / robustness for the finished (or diverged) child."""
-    import torch.nn.functional as F
-
-    from lrservice.recommend.metrics import cost, loss_gap, utility
-
     x, y = trainer.split("test")
     logits = trainer.logits(x)
     test_loss = float(F.cross_entropy(logits, y))
@@ -257,9 +249,6 @@ def spec_from_config(config: Mapping[str, Any]) -> dict:
 
 def tune_trial(config: dict) -> None:
     """The Tune function trainable: :func:`run_trial` reporting through ``tune.report``."""
-    import torch
-    from ray import tune
-
     torch.set_num_threads(1)
     spec = {**spec_from_config(config), "trial_id": tune.get_context().get_trial_id()}  # owner of its checkpoints
     checkpoint = tune.get_checkpoint()
@@ -284,11 +273,6 @@ def trial_trainable(resources, together: int | None = None):
     ``together``: that many trials must run at once (a PBT population), so CPU and GPU
     requests are shrunk to a fair share of the cluster when it is too small for them.
     """
-    import ray
-    from ray import tune
-
-    from lrservice.runtime import plan_placement
-
     placement = plan_placement(resources)
     request = dict(placement.trial)
     if together:

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from lrservice.config import ConfigError, RunConfig, config_from_dict
+from lrservice.files import write_parquet, write_text
 
 Log = Callable[[str], None]
 CHECKPOINTS = "checkpoints"
@@ -108,17 +109,13 @@ def progress_line(row: Mapping[str, Any], total: int) -> str:
 
 
 def write_log(rows: list[dict], path: Path) -> None:
-    """The training log as Parquet, atomically: a sibling temp file, then ``os.replace``."""
+    """The training log as Parquet, atomically (:func:`lrservice.files.write_parquet`)."""
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
     columns = {name: [row.get(name) for row in rows] for name in LOG_COLUMNS}
     fields = [pa.field(name, pa.string() if name == "checkpoint" else
                        pa.int64() if name == "iteration" else pa.float64()) for name in LOG_COLUMNS]
-    table = pa.table(columns, schema=pa.schema(fields))
-    tmp = path.with_name(f".{path.name}.tmp")
-    pq.write_table(table, tmp)
-    os.replace(tmp, path)
+    write_parquet(pa.table(columns, schema=pa.schema(fields)), path)
 
 
 def read_log(path: str | os.PathLike) -> list[dict]:
@@ -134,12 +131,8 @@ def save_checkpoint(algo, config: RunConfig, output_dir: Path, iteration: int, e
     algo.save_to_path(str(path))
     meta = {"iteration": iteration, "env_steps": env_steps,
             "task": config.to_dict()["task"], "controller": config.to_dict()["controller"]}
-    tmp = path / f".{META_FILE}.tmp"
-    tmp.write_text(json.dumps(meta, indent=2))
-    os.replace(tmp, path / META_FILE)
-    marker = output_dir / f".{LATEST}.tmp"
-    marker.write_text(path.name)
-    os.replace(marker, output_dir / LATEST)
+    write_text(path / META_FILE, json.dumps(meta, indent=2))
+    write_text(output_dir / LATEST, path.name)
     return path
 
 

@@ -8,7 +8,7 @@ Files under ``recommend.output_dir/recommend.name/``:
 - ``recommended.yaml``: the winning policy as a ``compare`` arm and as a ``policy_from_dict`` dict;
 - ``report.md``: the ranked table and the verdict.
 
-Parquet files are written to a sibling temp file and ``os.replace``-d (never a partial file).
+Files are written with :mod:`lrservice.files` (a temp file, then ``os.replace``: never a partial file).
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+import yaml
 
 from lrservice.recommend.metrics import sensitivity_key
 
@@ -81,28 +82,6 @@ def to_table(rows: Iterable[Mapping], schema: pa.Schema) -> pa.Table:
     return pa.table(columns, schema=schema)
 
 
-def write_atomic(table: pa.Table, path: str | os.PathLike) -> Path:
-    """Write ``table`` to ``path`` via a sibling temp file and ``os.replace``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        pq.write_table(table, tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
-
-
-def write_text_atomic(text: str, path: str | os.PathLike) -> Path:
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-    return path
-
-
 def read_rows(path: str | os.PathLike) -> list[dict]:
     """A Parquet table back as a list of dicts (nulls as None)."""
     return pq.read_table(path).to_pylist()
@@ -110,8 +89,6 @@ def read_rows(path: str | os.PathLike) -> list[dict]:
 
 def policy_snippet(policy: Mapping, arm_name: str, comment: str) -> str:
     """YAML for ``recommended.yaml``: a ``compare`` arm (``kind: policy``) whose params ``policy_from_dict`` loads."""
-    import yaml
-
     body = yaml.safe_dump({"compare": {"arms": [{"name": arm_name, "kind": "policy", "params": dict(policy)}]}},
                           sort_keys=False, default_flow_style=None)
     lines = [f"# {line}" for line in comment.splitlines()]

@@ -10,9 +10,10 @@
    ``verify_seeds`` seed, and with their LR levels scaled by each ``lr_scales`` factor on the
    first verify seed; ranked by :mod:`.rank`.
 
-Each stage writes ``parts/<stage>.{steps,runs}.parquet`` when it finishes; ``--resume``
-skips finished stages and restores an interrupted one with ``Tuner.restore``. Inputs of
-every stage are deterministic given the config and earlier stages' parts.
+Each stage is a :class:`lrservice.stage.Stage` and writes ``parts/<stage>.{steps,runs}.parquet``
+when it finishes; ``--resume`` skips finished stages and restores an interrupted one from
+Tune's last state snapshot, or starts it again when it saved none. Inputs of every stage
+are deterministic given the config and earlier stages' parts.
 """
 
 from __future__ import annotations
@@ -20,18 +21,24 @@ from __future__ import annotations
 import json
 import math
 import os
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Callable, Mapping
 
-from lrservice.config import ConfigError, RunConfig
+from ray import tune
+from ray.tune.schedulers import ASHAScheduler
+
+from lrservice import stage
+from lrservice.config import RunConfig
+from lrservice.files import write_parquet, write_text
 from lrservice.recommend import output, rank, space
 from lrservice.recommend.metrics import cost
+from lrservice.recommend.trial import tune_trial
+from lrservice.runtime import connect, plan_placement
+from lrservice.schedules import policy_from_dict
 
 Log = Callable[[str], None]
-CONFIG_FILE = "config.json"
 REFERENCE = "FIX-base"
 STAGES = ("search", "compose", "verify")
 
@@ -50,48 +57,14 @@ class Recommendation:
 
 
 def run_dir_for(config: RunConfig) -> Path:
+    """Where a recommendation's files live: ``recommend.output_dir/recommend.name``, absolute."""
     return (Path(os.path.expanduser(config.recommend.output_dir)) / config.recommend.name).resolve()
-
-
-def _prepare(config: RunConfig, resume: bool, overwrite: bool, log: Log) -> Path:
-    run_dir = run_dir_for(config)
-    meta_path = run_dir / CONFIG_FILE
-    if overwrite and run_dir.exists():
-        log(f"[lrservice] --overwrite: removing {run_dir}")
-        shutil.rmtree(run_dir)
-    key = {"task": config.to_dict()["task"], "recommend": config.to_dict()["recommend"]}
-    if meta_path.exists():
-        if not resume:
-            raise ConfigError(f"recommend.name: {config.recommend.name!r} already has results in {run_dir}; rerun with "
-                              "--resume to continue it, --overwrite to start again, or choose another recommend.name")
-        if json.loads(meta_path.read_text())["key"] != key:
-            raise ConfigError(f"recommend.name: {run_dir} was started with a different task/recommend config; "
-                              "--resume needs the same config (use another recommend.name or --overwrite)")
-        log(f"[lrservice] resuming the recommendation in {run_dir}")
-        return run_dir
-    run_dir.mkdir(parents=True, exist_ok=True)
-    output.write_text_atomic(json.dumps({"key": key, "config": config.to_dict(),
-                                         "created": time.strftime("%Y-%m-%dT%H:%M:%S")}, indent=2), meta_path)
-    log(f"[lrservice] recommendation run in {run_dir}")
-    return run_dir
 
 
 # -- runs ----------------------------------------------------------------------------------
 def _run(candidate: str, policy, seed: int, budget: int, scale: float = 1.0) -> dict:
     return {"candidate": candidate, "label": space.describe(policy), "policy": policy.to_dict(),
             "seed": int(seed), "scale": float(scale), "budget": int(budget)}
-
-
-def _read_reports(path: Path) -> list[dict]:
-    if not path.exists():
-        return []
-    reports = []
-    for line in path.read_text().splitlines():
-        try:
-            reports.append(json.loads(line))
-        except json.JSONDecodeError:  # a line cut by a crash
-            continue
-    return reports
 
 
 def rows_from_reports(stage: str, run: Mapping, trial_id: str, reports: list[dict], target: float) -> tuple[list[dict], dict]:
@@ -116,86 +89,52 @@ def rows_from_reports(stage: str, run: Mapping, trial_id: str, reports: list[dic
     return steps, row
 
 
-def _progress(stage: str, total: int, log: Log):
-    from ray.tune import Callback
-
-    class Progress(Callback):
-        def __init__(self):
-            self.done = 0
-
-        def on_trial_complete(self, iteration, trials, trial, **info):
-            self.done += 1
-            r = trial.last_result or {}
-            run = trial.config["run"]
-            how = ("diverged" if r.get("diverged") else "finished" if r.get("final")
-                   else f"stopped by ASHA at step {r.get('step')}")
-            log(f"[lrservice] {stage}: {self.done}/{total} {run['candidate']} seed {run['seed']} x{run['scale']:g} "
-                f"{how}, val acc {r.get('val_accuracy', float('nan')):.4f}")
-
-        def on_trial_error(self, iteration, trials, trial, **info):
-            log(f"[lrservice] {stage}: trial {trial.trial_id} ({trial.config['run']['candidate']}) failed; see {trial.local_path}")
-
-    return Progress()
+def _label(trial_config: Mapping) -> str:
+    run = trial_config["run"]
+    return f"{run['candidate']}_s{run['seed']}_x{run['scale']:g}"
 
 
-def run_stage(stage: str, runs: list[dict], run_dir: Path, trainable, config: RunConfig, resume: bool,
+def _outcome(trial) -> str:
+    r = trial.last_result or {}
+    run = trial.config["run"]
+    how = ("diverged" if r.get("diverged") else "finished" if r.get("final")
+           else f"stopped by ASHA at step {r.get('step')}")
+    return f"{run['candidate']} seed {run['seed']} x{run['scale']:g} {how}, val acc {r.get('val_accuracy', float('nan')):.4f}"
+
+
+def run_stage(name: str, runs: list[dict], run_dir: Path, trainable, config: RunConfig, resume: bool,
               log: Log, scheduler=None) -> list[dict]:
     """Run (or skip, when its parts exist) one Tune experiment over ``runs``; returns its run rows."""
-    from ray import tune
-
-    steps_path, runs_path = run_dir / "parts" / f"{stage}.steps.parquet", run_dir / "parts" / f"{stage}.runs.parquet"
-    if steps_path.exists() and runs_path.exists():
-        log(f"[lrservice] {stage}: already complete ({runs_path.name}); skipping")
-        return output.read_rows(runs_path)
+    current = stage.Stage(
+        name=name, run_dir=run_dir, trainable=trainable, param_space={"run": tune.grid_search(runs)},
+        label=_label, outcome=_outcome, parts=("steps", "runs"), total=len(runs), max_failures=1,
+        scheduler=scheduler, max_concurrent_trials=config.recommend.max_concurrent_trials or None)
+    if current.complete:
+        log(f"[lrservice] {name}: already complete ({current.part('runs').name}); skipping")
+        return output.read_rows(current.part("runs"))
     started = time.perf_counter()
-    path = run_dir / stage
-    if resume and path.exists() and tune.Tuner.can_restore(str(path)):
-        log(f"[lrservice] {stage}: restoring the interrupted experiment from {path}")
-        tuner = tune.Tuner.restore(str(path), trainable=trainable, resume_errored=True)
-    else:
-        if path.exists():
-            shutil.rmtree(path)
-        name = lambda t: f"{t.config['run']['candidate']}_s{t.config['run']['seed']}_x{t.config['run']['scale']:g}_{t.trial_id}"
-        tuner = tune.Tuner(
-            trainable,
-            param_space={"run": tune.grid_search(runs)},
-            tune_config=tune.TuneConfig(scheduler=scheduler, reuse_actors=True,
-                                        max_concurrent_trials=config.recommend.max_concurrent_trials or None,
-                                        trial_name_creator=name, trial_dirname_creator=name),
-            run_config=tune.RunConfig(name=stage, storage_path=str(run_dir), failure_config=tune.FailureConfig(max_failures=1),
-                                      callbacks=[_progress(stage, len(runs), log)],
-                                      verbose=int(os.environ.get("LRSERVICE_TUNE_VERBOSE", "0"))),
-        )
-    grid = tuner.fit()
+    grid = stage.fit(current, resume, log)
     step_rows, run_rows = [], []
-    for result in grid:
-        reports = _read_reports(Path(result.path) / "result.json")
+    for path, reports in stage.trial_reports(grid):
         if not reports:
-            log(f"[lrservice] {stage}: a trial in {result.path} reported nothing (failed); left out")
+            log(f"[lrservice] {name}: a trial in {path} reported nothing (failed); left out")
             continue
-        steps, row = rows_from_reports(stage, reports[0]["config"]["run"], str(reports[0]["trial_id"]), reports,
+        steps, row = rows_from_reports(name, reports[0]["config"]["run"], str(reports[0]["trial_id"]), reports,
                                        config.recommend.target_accuracy)
         step_rows.extend(steps)
         run_rows.append(row)
-    output.write_atomic(output.to_table(step_rows, output.STEPS_SCHEMA), steps_path)
-    output.write_atomic(output.to_table(run_rows, output.RUNS_SCHEMA), runs_path)  # runs last: marks the stage complete
-    log(f"[lrservice] {stage}: {len(run_rows)} runs in {time.perf_counter() - started:.0f} s")
-    return output.read_rows(runs_path)
+    stage.write_parts(current, [output.to_table(step_rows, output.STEPS_SCHEMA),
+                                output.to_table(run_rows, output.RUNS_SCHEMA)])  # runs last: marks the stage complete
+    log(f"[lrservice] {name}: {len(run_rows)} runs in {time.perf_counter() - started:.0f} s")
+    return output.read_rows(current.part("runs"))
 
 
 # -- the whole recommendation --------------------------------------------------------------
 def _policy(row: Mapping):
-    from lrservice.schedules import policy_from_dict
-
     return policy_from_dict(json.loads(row["policy"]))
 
 
 def _trainable(config: RunConfig, log: Log):
-    from ray import tune
-
-    from lrservice.recommend.trial import tune_trial
-    from lrservice.runtime import plan_placement
-
     placement = plan_placement(config.resources)
     log(f"[lrservice] placement: {placement.note}; each trial asks for {placement.trial}")
     return tune.with_resources(tune.with_parameters(tune_trial, task=config.task), placement.trial)
@@ -203,14 +142,11 @@ def _trainable(config: RunConfig, log: Log):
 
 def run_recommend(config: RunConfig, resume: bool = False, overwrite: bool = False, log: Log = print) -> Recommendation:
     """Search, compose, verify and rank; write Parquet, ``recommended.yaml`` and ``report.md``."""
-    from ray.tune.schedulers import ASHAScheduler
-
-    from lrservice.runtime import connect
-
     rec, task = config.recommend, config.task
     wall = time.perf_counter()
     lr = space.LrRange(*rec.lr_range(task.optimizer))
-    run_dir = _prepare(config, resume, overwrite, log)
+    run_dir = run_dir_for(config)
+    stage.prepare_run_dir(run_dir, config, "recommend", resume, overwrite, log)
     connect(config.resources, log=log)
     trainable = _trainable(config, log)
     log(f"[lrservice] target val accuracy {rec.target_accuracy:g} within {rec.budget} steps; "
@@ -267,23 +203,22 @@ def run_recommend(config: RunConfig, resume: bool = False, overwrite: bool = Fal
 
 def _write_outputs(result: Recommendation, config: RunConfig, run_dir: Path, log: Log) -> Recommendation:
     rec = config.recommend
-    parts = run_dir / "parts"
     for kind, schema in (("steps", output.STEPS_SCHEMA), ("runs", output.RUNS_SCHEMA)):
-        rows = [row for stage in STAGES if (parts / f"{stage}.{kind}.parquet").exists()
-                for row in output.read_rows(parts / f"{stage}.{kind}.parquet")]
-        output.write_atomic(output.to_table(rows, schema), run_dir / f"{kind}.parquet")
-    output.write_atomic(output.to_table(result.ranked, output.candidates_schema(rec.lr_scales)), run_dir / "candidates.parquet")
+        parts = [stage.part_path(run_dir, name, kind) for name in STAGES]
+        rows = [row for part in parts if part.exists() for row in output.read_rows(part)]
+        write_parquet(output.to_table(rows, schema), run_dir / f"{kind}.parquet")
+    write_parquet(output.to_table(result.ranked, output.candidates_schema(rec.lr_scales)), run_dir / "candidates.parquet")
     best = result.best
     comment = (f"lrservice recommend: {config.task.dataset}/{config.task.model}/{config.task.optimizer}, target val accuracy "
                f"{rec.target_accuracy:g} within {rec.budget} steps.\n{result.verdict}")
     snippet = output.policy_snippet(json.loads(best["policy"]), f"recommended-{best['candidate']}".replace(".", "-"), comment)
-    output.write_text_atomic(snippet, run_dir / "recommended.yaml")
+    write_text(run_dir / "recommended.yaml", snippet)
     table = output.format_table(result.ranked, rec.lr_scales)
     report = (f"# Recommendation: {config.task.dataset} / {config.task.model} ({config.task.optimizer})\n\n"
               f"Target validation accuracy {rec.target_accuracy:g} within {rec.budget} steps; verify seeds "
               f"{list(rec.verify_seeds)}; LR scales on seed {rec.verify_seeds[0]}.\n\n{table}\n\n**{result.verdict}**\n\n"
               f"```yaml\n{snippet}```\n")
-    output.write_text_atomic(report, run_dir / "report.md")
+    write_text(run_dir / "report.md", report)
     log("[lrservice] ranked candidates (verify stage):\n" + table)
     log(f"[lrservice] {result.verdict}")
     log(f"[lrservice] recommended policy ({run_dir / 'recommended.yaml'}):\n{snippet}")

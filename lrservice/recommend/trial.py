@@ -17,7 +17,13 @@ import math
 import time
 from typing import Callable
 
+import torch
+from ray import tune
+
+from lrservice.child.trainer import ChildTrainer, load_task_data
 from lrservice.config import TaskConfig
+from lrservice.recommend.metrics import loss_gap, utility
+from lrservice.schedules import PolicyScheduler, policy_from_dict
 
 Report = Callable[[dict], None]
 _DATA_CACHE: dict = {}  # per worker process: reused actors skip reloading the dataset
@@ -25,11 +31,6 @@ _DATA_CACHE: dict = {}  # per worker process: reused actors skip reloading the d
 
 def run_child(trainer, policy, seed: int, budget: int, eval_every: int, report: Report) -> None:
     """Train ``trainer``'s child from ``seed`` for ``budget`` steps with ``lr = policy(step)``."""
-    import torch
-
-    from lrservice.recommend.metrics import loss_gap, utility
-    from lrservice.schedules import PolicyScheduler
-
     trainer.reset(policy(0), seed)
     scheduler = PolicyScheduler(trainer.optimizer, policy)
     last_lr = [trainer.lr]
@@ -72,8 +73,6 @@ def run_child(trainer, policy, seed: int, budget: int, eval_every: int, report: 
 
 
 def _data(task: TaskConfig):
-    from lrservice.child.trainer import load_task_data
-
     if task not in _DATA_CACHE:
         _DATA_CACHE.clear()
         _DATA_CACHE[task] = load_task_data(task)
@@ -82,12 +81,6 @@ def _data(task: TaskConfig):
 
 def tune_trial(config: dict, task: TaskConfig) -> None:
     """Tune function trainable: ``config["run"]`` holds ``policy`` (a dict), ``seed`` and ``budget``."""
-    import torch
-    from ray import tune
-
-    from lrservice.child.trainer import ChildTrainer
-    from lrservice.schedules import policy_from_dict
-
     torch.set_num_threads(1)
     run = config["run"]
     trainer = ChildTrainer(task, data=_data(task))
