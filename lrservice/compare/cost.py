@@ -24,6 +24,9 @@ from typing import Mapping
 
 import pandas as pd
 
+from lrservice.control.controller import resolve_checkpoint
+from lrservice.control.training import read_log, read_metadata
+
 
 @dataclass(frozen=True)
 class ExtraCost:
@@ -36,9 +39,6 @@ class ExtraCost:
 
 def controller_cost(checkpoint: str | Path, trained_here: bool, action_every: int) -> ExtraCost:
     """A controller's training cost from its ``train-controller`` output (log or metadata)."""
-    from lrservice.control.controller import resolve_checkpoint
-    from lrservice.control.training import read_log, read_metadata
-
     ckpt = resolve_checkpoint(checkpoint)
     meta = read_metadata(ckpt)
     env_steps = int(meta.get("env_steps") or 0)

@@ -18,6 +18,7 @@ import math
 from typing import Any, Iterable, Mapping
 
 import pandas as pd
+import yaml
 
 
 def exploits(rows: pd.DataFrame) -> pd.DataFrame:
@@ -88,8 +89,6 @@ def replay_arms(steps: pd.DataFrame, arms: Iterable[str] | None = None) -> list[
 
 def replay_yaml(arms: list[dict]) -> str:
     """The replay arms as a YAML list to paste under ``compare.arms``."""
-    import yaml
-
     return yaml.safe_dump(json.loads(json.dumps(arms)), sort_keys=False, default_flow_style=None)
 
 

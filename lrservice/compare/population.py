@@ -20,7 +20,14 @@ from pathlib import Path
 from typing import Callable
 
 import pandas as pd
+from ray import tune
+from ray.tune import Callback
 
+from lrservice import stage
+from lrservice.compare.arms import trial_spec
+from lrservice.compare.pbt import deployed_member, deployed_path, exploits
+from lrservice.compare.results import EXPLOITS_SCHEMA, STEPS_SCHEMA, TRIALS_SCHEMA, rows_from_reports, to_table
+from lrservice.compare.trainable import trial_trainable
 from lrservice.config import ArmConfig, RunConfig
 
 Log = Callable[[str], None]
@@ -36,8 +43,6 @@ def reports_path(run_dir: Path, name: str) -> Path:
 
 def recorder(path: Path):
     """A Tune callback appending every trial result (minus its config) to ``path`` as JSON lines."""
-    from ray.tune import Callback
-
     class Recorder(Callback):
         def on_trial_result(self, iteration, trials, trial, result, **info):
             row = {k: v for k, v in result.items() if k != "config"}
@@ -67,9 +72,6 @@ def read_reports(path: Path) -> dict[str, list[dict]]:
 def population_tables(reports: dict[str, list[dict]], spec: dict) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """``(steps, trials, exploits)`` of one population: member rows (phase ``pbt``) plus the
     deployed member's lineage path and summary (phase ``eval``)."""
-    from lrservice.compare.pbt import deployed_member, deployed_path, exploits
-    from lrservice.compare.results import rows_from_reports
-
     steps, trials = [], []
     for trial_id, rows in reports.items():
         rows = _until_first_final(rows)
@@ -103,13 +105,6 @@ def _until_first_final(rows: list[dict]) -> list[dict]:
 def run_population(arm: ArmConfig, seed: int, config: RunConfig, run_id: str, run_dir: Path, resume: bool,
                    log: Log) -> str:
     """Run (or skip, when its parts exist) one seed's population; returns the stage name."""
-    from ray import tune
-
-    from lrservice import stage
-    from lrservice.compare.arms import trial_spec
-    from lrservice.compare.results import EXPLOITS_SCHEMA, STEPS_SCHEMA, TRIALS_SCHEMA, to_table
-    from lrservice.compare.trainable import trial_trainable
-
     name = population_name(arm, seed)
     spec = trial_spec(config, run_id, "eval", arm, arm.params, seed)
     p = spec["params"]

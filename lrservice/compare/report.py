@@ -18,6 +18,7 @@ from matplotlib.figure import Figure  # Agg canvas: no display needed
 
 from lrservice.compare.results import (STEPS_FILE, STEPS_SCHEMA, TRIALS_FILE, TRIALS_SCHEMA, SUMMARY_HEAD,
                                        arm_summary, baseline_arms, format_summary, read_table, summary_cells)
+from lrservice.compare.pbt import replay_arms, replay_yaml
 from lrservice.files import write_text
 
 PLOTS = ("val_loss.png", "lr.png")
@@ -75,8 +76,6 @@ def build_report(run_dir: str | Path, log: Callable[[str], None] = print, echo: 
     """Write the table, plots and ``report.md`` / ``report.html``; returns the Markdown path.
 
     ``echo``: also log the ranked table and the PBT replay schedules (``lrservice report``)."""
-    from lrservice.compare.pbt import replay_arms, replay_yaml
-
     run_dir = Path(run_dir)
     steps, trials = load_run(run_dir)
     meta_path = run_dir / "config.json"

@@ -19,6 +19,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from lrservice.compare.stats import compare_paired
+
 STEPS_SCHEMA = pa.schema([
     ("run_id", pa.string()),
     ("phase", pa.string()),
@@ -229,8 +231,6 @@ def arm_summary(trials: pd.DataFrame, phase: str = "eval", baselines: Iterable[s
     ``baselines`` by mean final validation loss; ``diff_*`` are the per-seed test-loss
     differences arm - reference (mean, 95% bootstrap CI) and ``verdict`` reads the CI.
     """
-    from lrservice.compare.stats import compare_paired
-
     df = trials[trials["phase"] == phase]
     rows = []
     for arm, g in df.groupby("arm", sort=False):

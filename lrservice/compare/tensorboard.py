@@ -16,6 +16,7 @@ import shutil
 from pathlib import Path
 
 import pandas as pd
+from tensorboardX import SummaryWriter
 
 DIRNAME = "tensorboard"
 TAGS = ("val_loss", "train_loss", "val_accuracy", "lr")
@@ -28,8 +29,6 @@ def run_name(arm: str, seed: int) -> str:
 
 def write_tensorboard(steps: pd.DataFrame, run_dir: str | os.PathLike) -> Path:
     """Write the eval rows of ``steps`` as TensorBoard runs under ``run_dir/tensorboard``; returns it."""
-    from tensorboardX import SummaryWriter
-
     run_dir = Path(run_dir)
     final = run_dir / DIRNAME
     tmp = run_dir / f".{DIRNAME}.tmp"
