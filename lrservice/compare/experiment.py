@@ -6,7 +6,8 @@ Work happens in a stable run dir, ``compare.output_dir/compare.name``::
     controller/              the auto-trained controller (when an arm asks for one)
     tune/ eval/ eval-<pbt arm>-s<seed>/   Tune experiment dirs (one PBT population per held-out seed)
     parts/<experiment>.{steps,trials}.parquet   one pair per finished experiment
-    parts/<population>.{reports.jsonl,exploits.parquet}   PBT: every result as it arrived; exploit log
+    parts/<experiment>.reports.jsonl             every result as the driver received it
+    parts/<population>.exploits.parquet          PBT: exploit log
     steps.parquet trials.parquet pbt_exploits.parquet   all parts combined, deduplicated
     report.md report.html *.png                 see :mod:`lrservice.compare.report`
 
@@ -30,7 +31,7 @@ from ray import tune
 from lrservice import stage
 from lrservice.compare.arms import eval_specs, pick_winners, tune_specs
 from lrservice.compare.cost import add_costs, controller_cost
-from lrservice.compare.population import exploit_parts, run_population
+from lrservice.compare.population import exploit_parts, read_reports, recorder, reports_path, run_population
 from lrservice.compare.report import build_report
 from lrservice.compare.results import (EXPLOITS_FILE, EXPLOITS_SCHEMA, STEPS_FILE, STEPS_SCHEMA, TRIALS_FILE,
                                        TRIALS_SCHEMA, arm_summary, baseline_arms, combine, format_summary, read_table,
@@ -126,20 +127,26 @@ def experiment_stage(name: str, run_dir: Path, param_space: dict, trainable, con
         max_concurrent_trials=(compare.max_concurrent_trials or None) if scheduler is None else None)
 
 
-def _collect(name: str, grid, log: Log) -> tuple[list[dict], list[dict]]:
-    """Step and summary rows from every trial's ``result.json`` (all reports, restarts included)."""
+def _collect(name: str, grid, recorded: Mapping[str, list[dict]], log: Log) -> tuple[list[dict], list[dict]]:
+    """Step and summary rows of every trial from its ``result.json`` and from what the driver
+    recorded as results arrived (all reports, restarts included; later reports of a step win).
+
+    Tune may rewrite a retried trial's ``result.json`` without its earlier reports; the
+    recorder's copy keeps them, so every step reaches Parquet whatever Tune did."""
     steps, trials, unfinished = [], [], []
-    for path, reports in stage.trial_reports(grid):
+    from_files = {str(r[0]["trial_id"]): (path, r) for path, r in stage.trial_reports(grid) if r}
+    for trial_id in dict.fromkeys([*from_files, *recorded]):
+        path, reports = from_files.get(trial_id, (None, []))
+        reports = [*reports, *recorded.get(trial_id, [])]
         if not reports:
-            unfinished.append(path.name)
             continue
         spec = spec_from_config(reports[-1]["config"])
         spec["seed"] = spec_from_config(reports[0]["config"])["seed"]  # PBT exploit copies the donor's config
-        trial_steps, summary = rows_from_reports(spec, str(reports[0]["trial_id"]), reports,
-                                                 reports[-1].get("time_total_s"))
+        trial_steps, summary = rows_from_reports(spec, trial_id, reports,
+                                                 max((r.get("time_total_s") or 0) for r in reports))
         steps.extend(trial_steps)
         if summary is None:
-            unfinished.append(path.name)
+            unfinished.append(path.name if path else trial_id)
         else:
             trials.append(summary)
     if unfinished:
@@ -154,13 +161,18 @@ def _part_paths(run_dir: Path, name: str) -> tuple[Path, Path]:
 def run_experiment(name: str, run_dir: Path, param_space: dict, trainable, config: RunConfig,
                    resume: bool, log: Log, scheduler=None, num_samples: int = 1) -> list[dict]:
     """Run (or skip, when its parts exist) one Tune experiment; returns its summary rows."""
-    experiment = experiment_stage(name, run_dir, param_space, trainable, config, scheduler, num_samples)
+    reports = reports_path(run_dir, name)
+    experiment = dataclasses.replace(experiment_stage(name, run_dir, param_space, trainable, config, scheduler, num_samples),
+                                     callbacks=(recorder(reports, with_config=True),))
     if experiment.complete:
         log(f"[lrservice] {name}: already complete ({experiment.part('trials').name}); skipping")
         return _records(read_table(experiment.part("trials"), TRIALS_SCHEMA))
     started = time.perf_counter()
+    reports.parent.mkdir(parents=True, exist_ok=True)
+    if not (resume and stage.restorable(experiment.path)) and reports.exists():
+        reports.unlink()  # a fresh start: the old reports belong to a run that saved no state
     grid = stage.fit(experiment, resume, log)
-    steps, trials = _collect(name, grid, log)
+    steps, trials = _collect(name, grid, read_reports(reports), log)
     for error in grid.errors:
         log(f"[lrservice] {name}: a trial failed after {config.compare.max_failures} retries: {str(error).splitlines()[0][:200]}")
     stage.write_parts(experiment, [to_table(steps, STEPS_SCHEMA), to_table(trials, TRIALS_SCHEMA)])

@@ -41,13 +41,16 @@ def reports_path(run_dir: Path, name: str) -> Path:
     return run_dir / "parts" / f"{name}.reports.jsonl"
 
 
-def recorder(path: Path):
-    """A Tune callback appending every trial result (minus its config) to ``path`` as JSON lines."""
+def recorder(path: Path, with_config: bool = False):
+    """A Tune callback appending every trial result to ``path`` as JSON lines, as the driver
+    receives it (``with_config``: the trial's config too; else only the PBT ``member``)."""
     class Recorder(Callback):
         def on_trial_result(self, iteration, trials, trial, result, **info):
             row = {k: v for k, v in result.items() if k != "config"}
             row["trial_id"] = trial.trial_id
             row["member"] = trial.config.get("member")
+            if with_config:
+                row["config"] = trial.config
             with open(path, "a") as f:
                 f.write(json.dumps(row, default=str) + "\n")
                 f.flush()
