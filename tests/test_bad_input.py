@@ -135,9 +135,11 @@ def test_batched_models_match_the_batched_trainer():
     assert BATCHED_MODELS == TRAINER_MODELS
 
 
-@pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
-def test_malformed_config_is_one_line_before_ray(tmp_path, case):
-    _, command, name, content, expected = case
+def _run_case(root: Path, case) -> subprocess.CompletedProcess:
+    """Write the case's file under ``root/<id>`` and run the real CLI on it."""
+    case_id, command, name, content, _ = case
+    tmp_path = root / case_id
+    tmp_path.mkdir()
     path = tmp_path / name
     if content == "DIR":
         path.mkdir()
@@ -150,11 +152,30 @@ def test_malformed_config_is_one_line_before_ray(tmp_path, case):
             text = text.replace("compare:\n", f"compare:\n  output_dir: {tmp_path / 'out'}\n", 1)
         path.write_text(text)
     env = {**os.environ, "RAY_ADDRESS": "127.0.0.1:1", "PYTHONPATH": str(ROOT)}
-    done = subprocess.run([sys.executable, "-m", "lrservice", command, "--config", str(path)], cwd=tmp_path,
-                          env=env, capture_output=True, text=True, timeout=60)
-    lines = done.stderr.splitlines()
-    assert done.returncode != 0, done.stdout + done.stderr
-    assert len(lines) == 1, done.stderr
+    return subprocess.run([sys.executable, "-m", "lrservice", command, "--config", str(path)], cwd=tmp_path,
+                          env=env, capture_output=True, text=True, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def outcomes(tmp_path_factory):
+    """Every case through the CLI, a few processes at a time (each pays Python's and the
+    config's imports; the cases are independent)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    root = tmp_path_factory.mktemp("bad-input")
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        done = dict(zip((c[0] for c in CASES), pool.map(lambda c: _run_case(root, c), CASES)))
+    return root, done
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
+def test_malformed_config_is_one_line_before_ray(outcomes, case):
+    root, done = outcomes
+    case_id, expected = case[0], case[4]
+    result = done[case_id]
+    lines = result.stderr.splitlines()
+    assert result.returncode != 0, result.stdout + result.stderr
+    assert len(lines) == 1, result.stderr
     assert expected in lines[0], lines[0]
-    assert "Ray" not in done.stdout and "Ray" not in done.stderr  # never reached connect()
-    assert not (tmp_path / "out").exists() and not (tmp_path / "results").exists()
+    assert "Ray" not in result.stdout and "Ray" not in result.stderr  # never reached connect()
+    assert not (root / case_id / "out").exists() and not (root / case_id / "results").exists()
