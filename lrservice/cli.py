@@ -36,14 +36,19 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except ConfigError as exc:
-        print(f"lrservice: invalid config: {exc}", file=sys.stderr)
+        print(f"lrservice: invalid config: {_one_line(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("lrservice: interrupted; rerun the same command with --resume to continue", file=sys.stderr)
         return 130
     except _user_errors() as exc:
-        print(f"lrservice: {exc}", file=sys.stderr)
+        print(f"lrservice: {_one_line(exc)}", file=sys.stderr)
         return 1
+
+
+def _one_line(exc: BaseException) -> str:
+    """A user error is one stderr line, whatever the message held."""
+    return " ".join(str(exc).split())
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:

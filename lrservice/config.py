@@ -1,8 +1,9 @@
 """Typed, validated run configuration: one object per run, defaults in one place.
 
-A config file (YAML or JSON) has up to five sections: ``task`` (the child network
+A config file (YAML or JSON) has up to six sections: ``task`` (the child network
 and its data), ``controller`` (the learned controller's env and PPO), ``compare``
-(the Tune comparison), ``recommend`` (LRBench selection) and ``resources`` (where
+(the Tune comparison), ``recommend`` (LRBench selection), ``evaluate`` (the controller
+evidence protocol) and ``resources`` (where
 work runs). Every key is checked where it enters: an unknown key, a wrong type or
 a value outside its allowed set raises :class:`ConfigError` naming the field, the
 value and what is allowed.
@@ -573,11 +574,28 @@ def config_from_dict(data: Mapping[str, Any]) -> RunConfig:
 
 
 def load_config(path: str | os.PathLike) -> RunConfig:
-    """Read a YAML or JSON config file into a validated :class:`RunConfig`."""
+    """Read a YAML or JSON config file into a validated :class:`RunConfig`.
+
+    Every problem with the file itself (missing, empty, not text, not parseable, not a
+    mapping) is one :class:`ConfigError` line naming the file: an empty file must not
+    silently become the default comparison.
+    """
     p = Path(path)
     if not p.is_file():
-        raise ConfigError(f"config: file {str(p)!r} does not exist")
-    text = p.read_text()
+        what = "is a directory, not a config file" if p.is_dir() else "does not exist"
+        raise ConfigError(f"config: file {str(p)!r} {what}")
+    raw = p.read_bytes()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError(f"config: {p} is not a text file (not UTF-8); give a YAML or JSON config") from None
+    if "\x00" in text:
+        raise ConfigError(f"config: {p} is a binary file; give a YAML or JSON config")
+    sections = ", ".join(f.name for f in dataclasses.fields(RunConfig))
+    empty = ConfigError(f"config: {p} is empty; give at least one section ({sections}); "
+                        "write `{}` to run with every default")
+    if not text.strip():
+        raise empty
     if p.suffix == ".json":
         try:
             data = json.loads(text)
@@ -587,7 +605,18 @@ def load_config(path: str | os.PathLike) -> RunConfig:
         try:
             data = yaml.safe_load(text)
         except yaml.YAMLError as exc:
-            raise ConfigError(f"config: {p} is not valid YAML: {exc}") from None
-    if data is not None and not isinstance(data, Mapping):
-        raise ConfigError(f"config: {p} must hold a mapping with sections task, controller, compare, recommend, evaluate, resources")
-    return config_from_dict(data or {})
+            raise ConfigError(f"config: {p} is not valid YAML: {_yaml_problem(exc)}") from None
+    if data is None:  # only comments, `---` or `null`
+        raise empty
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"config: {p} must hold a mapping with sections {sections}")
+    return config_from_dict(data)
+
+
+def _yaml_problem(exc: Exception) -> str:
+    """A YAML error in one line: the problem and where (line and column, 1-based)."""
+    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    mark = getattr(exc, "problem_mark", None)
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    context = getattr(exc, "context", None)
+    return f"{problem}{where}" + (f" ({context})" if context else "")

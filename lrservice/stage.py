@@ -86,6 +86,7 @@ class Stage:
     scheduler: Any = None
     num_samples: int = 1
     max_concurrent_trials: int | None = None
+    callbacks: tuple = ()  # more Tune callbacks (PBT: the driver-side recorder of every result)
 
     @property
     def path(self) -> Path:
@@ -144,7 +145,8 @@ def tuner(stage: Stage, resume: bool, log: Log) -> tune.Tuner:
             # keep all: PBT breaks with num_to_keep (DESIGN.md), and pruning forces state snapshots;
             # a trainable's checkpoint period bounds disk use
             checkpoint_config=tune.CheckpointConfig(num_to_keep=None),
-            callbacks=[Progress(stage.name, stage.total, stage.max_failures, stage.label, stage.outcome, log)],
+            callbacks=[Progress(stage.name, stage.total, stage.max_failures, stage.label, stage.outcome, log),
+                       *stage.callbacks],
             verbose=int(os.environ.get("LRSERVICE_TUNE_VERBOSE", "0")),  # Tune's tables: 1; our lines suffice
         ),
     )

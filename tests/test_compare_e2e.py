@@ -98,9 +98,12 @@ def test_failed_trial_retries_from_its_checkpoint(ray_local, tmp_path):
                           resume=False, log=print)
     assert marker.read_text() == "60"
     assert len(rows) == 1
-    reports = [json.loads(l) for l in (next((tmp_path / "run" / "retry").glob("cyclic_s7_*")) / "result.json").read_text().splitlines()]
-    assert [r["step"] for r in reports] == [20, 40, 60, 60, 80]  # 60 reported, failed, retried from step 40
-    assert reports[-1]["training_iteration"] > 0
+    # what the driver received, as it arrived: 20, 40, (60 when it beat the crash), then 60, 80 again
+    # from the step-40 checkpoint. Tune's own result.json may lose the reports before the retry.
+    recorded = [json.loads(l) for l in (tmp_path / "run" / "parts" / "retry.reports.jsonl").read_text().splitlines()]
+    seen = [r["step"] for r in recorded]
+    assert seen[:2] == [20, 40] and seen[-2:] == [60, 80] and seen.count(60) in (1, 2), seen
+    assert recorded[-1]["training_iteration"] > 0
     reference: list[dict] = []
     run_trial(spec, lambda m, d: reference.append(dict(m)))
     assert rows[0]["final_val_loss"] == reference[-1]["val_loss"]

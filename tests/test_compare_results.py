@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
 import math
 
 import numpy as np
@@ -17,11 +21,11 @@ from lrservice.compare.results import STEPS_SCHEMA, TRIALS_SCHEMA, arm_summary, 
 from lrservice.files import write_parquet
 
 STEPS_COLUMNS = ["run_id", "phase", "arm", "trial_id", "params", "seed", "step", "train_loss", "val_loss",
-                 "val_accuracy", "lr", "elapsed_s"]
+                 "val_accuracy", "lr", "elapsed_s", "member", "parent_trial_id", "parent_step"]
 TRIALS_COLUMNS = ["run_id", "phase", "arm", "trial_id", "params", "seed", "steps_done", "diverged", "final_val_loss",
                   "final_val_accuracy", "test_loss", "test_accuracy", "top5_accuracy", "conf_mean_correct",
                   "conf_std_correct", "class_conf_spread", "train_test_loss_gap", "steps_to_target",
-                  "seconds_to_target", "wall_s", "target_accuracy"]
+                  "seconds_to_target", "wall_s", "target_accuracy", "member", "cost_steps", "cost_wall_s", "cost_note"]
 
 
 def test_schemas_have_the_documented_columns_and_types():
@@ -164,3 +168,74 @@ def test_grid_expansion_and_defaults():
     ev = eval_specs(config, "r", {"s": {"lr": 0.01, "gamma": 0.5, "step_size": 50}})
     assert [(s["arm"], s["seed"]) for s in ev] == [("s", 0), ("s", 1), ("s", 2), ("cos", 0), ("cos", 1), ("cos", 2)]
     assert ev[3]["params"] == {"lr": 0.01, "total_steps": 100}
+
+
+def test_summary_pairs_every_arm_with_the_best_tuned_baseline_and_the_report_shows_it(tmp_path):
+    from lrservice.compare.cost import add_costs
+
+    steps, trials = _fixture_run(tmp_path, np.random.default_rng(1))
+    (tmp_path / "config.json").write_text(json.dumps({"run_id": "r", "config": {"task": {}, "compare": {"arms": [
+        {"name": "alpha", "kind": "constant", "grid": {"lr": [0.1, 0.01]}},
+        {"name": "gamma", "kind": "cosine", "grid": {"lr": [0.1]}},
+        {"name": "beta", "kind": "policy", "params": {"name": "FIX", "k0": 0.01}}]}}}))
+    costed = add_costs(trials)
+    write_parquet(to_table(costed, TRIALS_SCHEMA), tmp_path / "trials.parquet")
+    build_report(tmp_path, log=lambda _: None)
+    summary = pd.read_csv(tmp_path / "summary.csv").set_index("arm")
+    ev = trials[trials["phase"] == "eval"].pivot(index="seed", columns="arm", values="test_loss")
+    # gamma (0.20) beats alpha (0.30) on validation: gamma is the reference, alpha and beta pair with it
+    assert summary.loc["gamma", "verdict"] == "reference" and summary.loc["alpha", "vs"] == "gamma"
+    assert summary.loc["beta", "diff_mean"] == pytest.approx((ev["beta"] - ev["gamma"]).mean())
+    assert summary.loc["beta", "diff_ci_high"] < 0 and summary.loc["beta", "verdict"] == "better"
+    assert summary.loc["alpha", "diff_ci_low"] > 0 and summary.loc["alpha", "verdict"] == "worse"
+    # alpha's eval results carry its one tune trial (30 steps) on top of their own 30 steps
+    assert summary.loc["alpha", "cost_steps"] == 60 and summary.loc["beta", "cost_steps"] == 30
+    assert "grid 1 x 1 tune seeds x 30 steps" in summary.loc["alpha", "cost_note"]
+    page = (tmp_path / "report.html").read_text()
+    assert "±" in page and "final_val_loss_mean" not in page and "data:image/png;base64," in page
+    assert "<td class='better'>better</td>" in page and "cost: child steps" in page
+    assert "(reference)" in (tmp_path / "report.md").read_text()
+
+
+def test_schema_columns_are_documented():
+    text = (Path(__file__).resolve().parents[1] / "docs" / "compare.md").read_text()
+    for name in STEPS_SCHEMA.names + TRIALS_SCHEMA.names:
+        assert any(f"{a}{name}{b}" in text for a in ("| ", ", ") for b in (" |", ",")), name
+
+
+@pytest.mark.skipif(shutil.which("chromium") is None, reason="chromium not installed (Debian: apt-get install -y chromium)")
+def test_html_report_fits_a_laptop_screen_in_a_real_browser(tmp_path):
+    """Eight arms with the longest cells the table has (CI, cost) must not scroll sideways at
+    1366 px: headless Chromium lays the page out and a probe script reads its scrollWidth."""
+    from lrservice.compare.cost import add_costs
+
+    rng = np.random.default_rng(2)
+    names = ["constant", "step", "cosine", "cyclic", "tri2", "fix-then-cos", "controller", "pbt-population"]
+    steps, trials = [], []
+    for a, arm in enumerate(names):
+        for seed in range(10):
+            val = 0.1 + a / 50 + rng.normal(0, 0.01)
+            steps += [{"run_id": "r", "phase": "eval", "arm": arm, "trial_id": f"{arm}-{seed}", "params": "{}", "seed": seed,
+                       "step": s, "val_loss": val * 600 / s, "lr": 0.003} for s in range(20, 601, 20)]
+            trials.append({"run_id": "r", "phase": "eval", "arm": arm, "trial_id": f"{arm}-{seed}",
+                           "params": json.dumps({"lr": 0.0031622776601683794, "step_size": 200, "gamma": 0.5}),
+                           "seed": seed, "steps_done": 600, "diverged": False, "final_val_loss": val, "test_loss": val,
+                           "test_accuracy": 1 - val, "steps_to_target": 300, "wall_s": 12345.6, "target_accuracy": 0.95})
+    trials += [{**trials[0], "phase": "tune", "trial_id": f"t{i}", "params": json.dumps({"lr": i})} for i in range(40)]
+    write_parquet(to_table(steps, STEPS_SCHEMA), tmp_path / "steps.parquet")
+    write_parquet(to_table(add_costs(pd.DataFrame(trials)), TRIALS_SCHEMA), tmp_path / "trials.parquet")
+    (tmp_path / "config.json").write_text(json.dumps({"run_id": "r", "config": {"compare": {"arms": [
+        {"name": "constant", "kind": "constant", "grid": {"lr": [1]}}]}}}))
+    build_report(tmp_path, log=lambda _: None)
+    probe = tmp_path / "probe.html"
+    probe.write_text((tmp_path / "report.html").read_text().replace(
+        "</body>", "<script>document.title='W'+document.documentElement.scrollWidth</script></body>"))
+
+    def page_width(window: int) -> int:
+        dom = subprocess.run(["chromium", "--headless", "--no-sandbox", "--disable-gpu", f"--window-size={window},768",
+                              "--virtual-time-budget=5000", "--dump-dom", probe.as_uri()],
+                             capture_output=True, text=True, timeout=120).stdout
+        return int(re.search(r"<title>W(\d+)</title>", dom).group(1))
+
+    assert page_width(1366) <= 1366
+    assert page_width(500) > 500  # the probe does see overflow: the table cannot shrink to a phone

@@ -17,7 +17,7 @@ import yaml
 
 from lrservice.child import ChildTrainer, load_task_data
 from lrservice.cli import main
-from lrservice.compare.stats import paired_difference
+from lrservice.compare.stats import compare_paired
 from lrservice.config import config_from_dict
 from lrservice.control.checkpoint import EXPORT_FORMAT, EXPORT_VERSION
 from lrservice.control.controller import LearnedController
@@ -89,10 +89,10 @@ def test_cli_writes_tuned_paired_evidence(tmp_path, capsys):
     cosine = runs[runs.arm == "cosine"].set_index("seed").val_loss
     for lr in CONTROLLER["initial_lrs"]:
         mine = runs[(runs.arm == "mine") & (runs.initial_lr == lr)].set_index("seed").val_loss
-        expected = paired_difference(mine.loc[EVALUATE["seeds"]].values, cosine.loc[EVALUATE["seeds"]].values)
+        expected = compare_paired(mine.to_dict(), cosine.to_dict())
         row = summary[(summary.arm == "mine") & (summary.initial_lr == lr)].iloc[0]
         assert row.dval_vs_cosine == pytest.approx(float(np.mean(mine.values - cosine.loc[mine.index].values)))
-        assert (row.dval_vs_cosine_low, row.dval_vs_cosine_high) == pytest.approx((expected.low, expected.high))
+        assert (row.dval_vs_cosine_low, row.dval_vs_cosine_high) == pytest.approx((expected.ci_low, expected.ci_high))
         assert row.verdict_vs_cosine == expected.verdict
     assert "1,234 training (pretrained, reused)" in (out / "summary.md").read_text()
     assert (out / "lr_trajectories.png").stat().st_size > 0

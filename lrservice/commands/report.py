@@ -20,9 +20,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     from lrservice.compare.report import build_report, load_run  # pandas, matplotlib: on use, for `--help`
-    from lrservice.compare.results import arm_summary, format_summary
+    from lrservice.compare.tensorboard import write_tensorboard
 
-    _, trials = load_run(args.run_dir)
-    print(format_summary(arm_summary(trials)))
-    build_report(args.run_dir, log=lambda line: print(line, flush=True))
+    steps, _ = load_run(args.run_dir)
+    board = write_tensorboard(steps, args.run_dir)
+    print(f"[lrservice] TensorBoard: tensorboard --logdir {board}", flush=True)
+    build_report(args.run_dir, log=lambda line: print(line, flush=True), echo=True)
     return 0

@@ -4,9 +4,11 @@ Work happens in a stable run dir, ``compare.output_dir/compare.name``::
 
     config.json              the run's config and run_id
     controller/              the auto-trained controller (when an arm asks for one)
-    tune/ eval/ eval-pbt*/   Tune experiment dirs (trial results, checkpoints, TensorBoard files)
+    tune/ eval/ eval-<pbt arm>-s<seed>/   Tune experiment dirs (one PBT population per held-out seed)
     parts/<experiment>.{steps,trials}.parquet   one pair per finished experiment
-    steps.parquet trials.parquet                all parts combined, deduplicated
+    parts/<experiment>.reports.jsonl             every result as the driver received it
+    parts/<population>.exploits.parquet          PBT: exploit log
+    steps.parquet trials.parquet pbt_exploits.parquet   all parts combined, deduplicated
     report.md report.html *.png                 see :mod:`lrservice.compare.report`
 
 Each experiment is a :class:`lrservice.stage.Stage`: one whose parts exist is complete and
@@ -27,15 +29,20 @@ from typing import Any, Callable, Mapping
 from ray import tune
 
 from lrservice import stage
-from lrservice.compare.arms import eval_specs, pick_winners, trial_spec, tune_specs, validate_compare
+from lrservice.compare.arms import eval_specs, pick_winners, tune_specs
+from lrservice.compare.cost import add_costs, controller_cost
+from lrservice.compare.population import exploit_parts, read_reports, recorder, reports_path, run_population
 from lrservice.compare.report import build_report
-from lrservice.compare.results import (STEPS_FILE, STEPS_SCHEMA, TRIALS_FILE, TRIALS_SCHEMA, arm_summary, combine,
-                                       format_summary, read_table, rows_from_reports, to_table)
+from lrservice.compare.results import (EXPLOITS_FILE, EXPLOITS_SCHEMA, STEPS_FILE, STEPS_SCHEMA, TRIALS_FILE,
+                                       TRIALS_SCHEMA, arm_summary, baseline_arms, combine, format_summary, read_table,
+                                       rows_from_reports, to_table)
+from lrservice.compare.tensorboard import DIRNAME, write_tensorboard
 from lrservice.compare.trainable import spec_from_config, trial_trainable
 from lrservice.config import ConfigError, RunConfig
 from lrservice.control.checkpoint import resolve_checkpoint
 from lrservice.control.training import train_controller
 from lrservice.files import write_parquet, write_text
+from lrservice.preflight import check_compare
 from lrservice.runtime import connect
 
 Log = Callable[[str], None]
@@ -122,20 +129,26 @@ def experiment_stage(name: str, run_dir: Path, param_space: dict, trainable, con
         max_concurrent_trials=(compare.max_concurrent_trials or None) if scheduler is None else None)
 
 
-def _collect(name: str, grid, log: Log) -> tuple[list[dict], list[dict]]:
-    """Step and summary rows from every trial's ``result.json`` (all reports, restarts included)."""
+def _collect(name: str, grid, recorded: Mapping[str, list[dict]], log: Log) -> tuple[list[dict], list[dict]]:
+    """Step and summary rows of every trial from its ``result.json`` and from what the driver
+    recorded as results arrived (all reports, restarts included; later reports of a step win).
+
+    Tune may rewrite a retried trial's ``result.json`` without its earlier reports; the
+    recorder's copy keeps them, so every step reaches Parquet whatever Tune did."""
     steps, trials, unfinished = [], [], []
-    for path, reports in stage.trial_reports(grid):
+    from_files = {str(r[0]["trial_id"]): (path, r) for path, r in stage.trial_reports(grid) if r}
+    for trial_id in dict.fromkeys([*from_files, *recorded]):
+        path, reports = from_files.get(trial_id, (None, []))
+        reports = [*reports, *recorded.get(trial_id, [])]
         if not reports:
-            unfinished.append(path.name)
             continue
         spec = spec_from_config(reports[-1]["config"])
         spec["seed"] = spec_from_config(reports[0]["config"])["seed"]  # PBT exploit copies the donor's config
-        trial_steps, summary = rows_from_reports(spec, str(reports[0]["trial_id"]), reports,
-                                                 reports[-1].get("time_total_s"))
+        trial_steps, summary = rows_from_reports(spec, trial_id, reports,
+                                                 max((r.get("time_total_s") or 0) for r in reports))
         steps.extend(trial_steps)
         if summary is None:
-            unfinished.append(path.name)
+            unfinished.append(path.name if path else trial_id)
         else:
             trials.append(summary)
     if unfinished:
@@ -150,13 +163,18 @@ def _part_paths(run_dir: Path, name: str) -> tuple[Path, Path]:
 def run_experiment(name: str, run_dir: Path, param_space: dict, trainable, config: RunConfig,
                    resume: bool, log: Log, scheduler=None, num_samples: int = 1) -> list[dict]:
     """Run (or skip, when its parts exist) one Tune experiment; returns its summary rows."""
-    experiment = experiment_stage(name, run_dir, param_space, trainable, config, scheduler, num_samples)
+    reports = reports_path(run_dir, name)
+    experiment = dataclasses.replace(experiment_stage(name, run_dir, param_space, trainable, config, scheduler, num_samples),
+                                     callbacks=(recorder(reports, with_config=True),))
     if experiment.complete:
         log(f"[lrservice] {name}: already complete ({experiment.part('trials').name}); skipping")
         return _records(read_table(experiment.part("trials"), TRIALS_SCHEMA))
     started = time.perf_counter()
+    reports.parent.mkdir(parents=True, exist_ok=True)
+    if not (resume and stage.restorable(experiment.path)) and reports.exists():
+        reports.unlink()  # a fresh start: the old reports belong to a run that saved no state
     grid = stage.fit(experiment, resume, log)
-    steps, trials = _collect(name, grid, log)
+    steps, trials = _collect(name, grid, read_reports(reports), log)
     for error in grid.errors:
         log(f"[lrservice] {name}: a trial failed after {config.compare.max_failures} retries: {str(error).splitlines()[0][:200]}")
     stage.write_parts(experiment, [to_table(steps, STEPS_SCHEMA), to_table(trials, TRIALS_SCHEMA)])
@@ -180,18 +198,29 @@ def _describe(specs: list[dict]) -> str:
     return ", ".join(f"{arm} {n}" for arm, n in counts.items())
 
 
+def _controller_costs(config: RunConfig, run_dir: Path) -> dict:
+    """Training cost of each controller arm's controller: trained in this run, or pretrained."""
+    costs = {}
+    for arm in (a for a in config.compare.arms if a.kind == "controller"):
+        path = Path(arm.params["checkpoint"])
+        trained_here = (run_dir / "controller") in (path, *path.parents)
+        costs[arm.name] = controller_cost(path, trained_here, config.controller.action_every)
+    return costs
+
+
 def run_compare(config: RunConfig, resume: bool = False, overwrite: bool = False, log: Log = print) -> Path:
     """The whole comparison: controller (if auto), tune phase, eval phase, PBT, Parquet, report.
 
     Returns the run dir. Rerunning with ``resume=True`` continues where it stopped.
     """
-    validate_compare(config)
+    check_compare(config)  # every check the config allows, before Ray starts
     wall = time.perf_counter()
     run_dir, run_id = prepare_run_dir(config, resume, overwrite, log)
     connect(config.resources, log=log)
     trainable, placement = trial_trainable(config.resources)
     log(f"[lrservice] placement: {placement.note}; each trial asks for {placement.trial}")
-    log(f"[lrservice] TensorBoard: tensorboard --logdir {run_dir}")
+    log(f"[lrservice] TensorBoard (one line per arm and seed, written at the end): tensorboard --logdir {run_dir / DIRNAME}; "
+        f"Tune's per-trial curves as they run: tensorboard --logdir {run_dir}")
     config = ensure_controllers(config, run_dir, resume, log)
     names = []
 
@@ -215,34 +244,28 @@ def run_compare(config: RunConfig, resume: bool = False, overwrite: bool = False
         run_experiment("eval", run_dir, {"spec": tune.grid_search(specs)}, trainable, config, resume, log)
         names.append("eval")
 
+    pbt_names = []
     for arm in (a for a in config.compare.arms if a.kind == "pbt"):
-        name = f"eval-{arm.name}"
-        spec = trial_spec(config, run_id, "eval", arm, arm.params, 0)
-        p = spec["params"]
-        spec["checkpoint_every"] = p["interval"]
-        seeds = list(config.compare.seeds)
-        seeds += [10_000 + i for i in range(p["population"] - len(seeds))]
-        log(f"[lrservice] phase eval: PBT arm {arm.name}: population {len(seeds)} (seeds {seeds}), "
-            f"LR in [{p['lr_min']:g}, {p['lr_max']:g}], perturb every {p['interval']} steps")
-        scheduler = tune.schedulers.PopulationBasedTraining(
-            time_attr="step", metric="val_loss", mode="min", perturbation_interval=p["interval"],
-            hyperparam_mutations={"lr": tune.loguniform(p["lr_min"], p["lr_max"])},
-            quantile_fraction=0.25, resample_probability=0.25)
-        space = {"spec": spec, "seed": tune.grid_search(seeds), "lr": tune.loguniform(p["lr_min"], p["lr_max"])}
-        population, _ = trial_trainable(config.resources, together=len(seeds))  # the whole population at once
-        run_experiment(name, run_dir, space, population, config, resume, log, scheduler=scheduler)
-        names.append(name)
+        for seed in config.compare.seeds:  # one independent population per held-out seed
+            pbt_names.append(run_population(arm, seed, config, run_id, run_dir, resume, log))
+    names += pbt_names
 
     parts = [_part_paths(run_dir, n) for n in names]
-    write_parquet(combine([s for s, _ in parts], STEPS_SCHEMA, "steps"), run_dir / STEPS_FILE)
-    trials_table = combine([t for _, t in parts], TRIALS_SCHEMA, "trials")
-    write_parquet(trials_table, run_dir / TRIALS_FILE)
+    steps_table = combine([s for s, _ in parts], STEPS_SCHEMA, "steps")
+    write_parquet(steps_table, run_dir / STEPS_FILE)
+    board = write_tensorboard(steps_table.to_pandas(), run_dir)
+    if pbt_names:
+        write_parquet(combine(exploit_parts(run_dir, pbt_names), EXPLOITS_SCHEMA, "exploits"), run_dir / EXPLOITS_FILE)
+    trials_df = add_costs(combine([t for _, t in parts], TRIALS_SCHEMA, "trials").to_pandas(),
+                          _controller_costs(config, run_dir))
+    write_parquet(to_table(trials_df, TRIALS_SCHEMA), run_dir / TRIALS_FILE)
     log(f"[lrservice] wrote {run_dir / STEPS_FILE} and {run_dir / TRIALS_FILE}")
-    log("[lrservice] summary (eval phase, mean ± std over seeds, ranked by final validation loss):")
-    log(format_summary(arm_summary(trials_table.to_pandas())))
+    log("[lrservice] summary (eval phase, mean ± std over seeds, ranked by final validation loss; "
+        "paired test-loss difference vs the best tuned baseline; cost per result):")
+    log(format_summary(arm_summary(trials_df, baselines=baseline_arms(config.to_dict()))))
     if config.compare.report:
         report = build_report(run_dir, log=log)
         log(f"[lrservice] report: {report}")
     log(f"[lrservice] compare finished in {time.perf_counter() - wall:.0f} s; "
-        f"TensorBoard: tensorboard --logdir {run_dir}")
+        f"TensorBoard: tensorboard --logdir {board}")
     return run_dir

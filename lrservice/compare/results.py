@@ -19,6 +19,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from lrservice.compare.stats import compare_paired
+
 STEPS_SCHEMA = pa.schema([
     ("run_id", pa.string()),
     ("phase", pa.string()),
@@ -32,6 +34,9 @@ STEPS_SCHEMA = pa.schema([
     ("val_accuracy", pa.float64()),
     ("lr", pa.float64()),
     ("elapsed_s", pa.float64()),
+    ("member", pa.int64()),
+    ("parent_trial_id", pa.string()),
+    ("parent_step", pa.int64()),
 ])
 
 TRIALS_SCHEMA = pa.schema([
@@ -56,10 +61,28 @@ TRIALS_SCHEMA = pa.schema([
     ("seconds_to_target", pa.float64()),
     ("wall_s", pa.float64()),
     ("target_accuracy", pa.float64()),
+    ("member", pa.int64()),
+    ("cost_steps", pa.int64()),
+    ("cost_wall_s", pa.float64()),
+    ("cost_note", pa.string()),
+])
+
+EXPLOITS_SCHEMA = pa.schema([
+    ("run_id", pa.string()),
+    ("arm", pa.string()),
+    ("seed", pa.int64()),
+    ("trial_id", pa.string()),
+    ("member", pa.int64()),
+    ("step", pa.int64()),
+    ("parent_trial_id", pa.string()),
+    ("parent_member", pa.int64()),
+    ("old_lr", pa.float64()),
+    ("new_lr", pa.float64()),
 ])
 
 STEPS_FILE = "steps.parquet"
 TRIALS_FILE = "trials.parquet"
+EXPLOITS_FILE = "pbt_exploits.parquet"
 STEP_METRICS = ("train_loss", "val_loss", "val_accuracy", "lr", "elapsed_s")
 _TRIAL_METRICS = ("steps_done", "test_loss", "test_accuracy", "top5_accuracy", "conf_mean_correct",
                   "conf_std_correct", "class_conf_spread", "train_test_loss_gap", "steps_to_target",
@@ -91,21 +114,26 @@ def rows_from_reports(spec: Mapping[str, Any], trial_id: str, reports: Iterable[
     ``reports`` are the trial's reported metric dicts in order, including any that a
     restart repeated; later reports of a step replace earlier ones.
     """
+    member = spec.get("member")
     base = {"run_id": spec["run_id"], "phase": spec["phase"], "arm": spec["arm"], "trial_id": trial_id,
-            "params": params_json(spec), "seed": int(spec["seed"])}
+            "params": params_json(spec), "seed": int(spec["seed"]), "member": None if member is None else int(member)}
     by_step: dict[int, dict] = {}
     final = None
     for report in reports:
         step = _number(report.get("step"))
         if step is None:
             continue
-        by_step[int(step)] = {**base, "step": int(step), **{k: _number(report.get(k)) for k in STEP_METRICS}}
+        parent = report.get("parent_trial_id")
+        parent_step = _number(report.get("parent_step"))
+        by_step[int(step)] = {**base, "step": int(step), **{k: _number(report.get(k)) for k in STEP_METRICS},
+                              "parent_trial_id": parent if isinstance(parent, str) else None,
+                              "parent_step": None if parent_step is None else int(parent_step)}
         if _is_true(report.get("final")):
             final = report
     steps = [by_step[s] for s in sorted(by_step)]
     if final is None:
         return steps, None
-    summary = {**base, **{k: _number(final.get(k)) for k in _TRIAL_METRICS},
+    summary = {**{k: v for k, v in base.items()}, **{k: _number(final.get(k)) for k in _TRIAL_METRICS},
                "diverged": _is_true(final.get("diverged")),
                "final_val_loss": _number(final.get("val_loss")),
                "final_val_accuracy": _number(final.get("val_accuracy")),
@@ -149,20 +177,21 @@ def _cell(value: Any) -> Any:
 
 
 def dedupe_steps(table: pa.Table) -> pa.Table:
-    """Keep the last row of each ``(trial_id, step)``, sorted by phase order, trial and step."""
+    """Keep the last row of each ``(phase, trial_id, step)``, sorted by trial and step."""
     df = table.to_pandas()
     if df.empty:
         return table
-    df = df.drop_duplicates(["trial_id", "step"], keep="last").sort_values(["trial_id", "step"], kind="stable")
+    df = df.drop_duplicates(["phase", "trial_id", "step"], keep="last").sort_values(["trial_id", "step"], kind="stable")
     return to_table(df, table.schema)
 
 
 def dedupe_trials(table: pa.Table) -> pa.Table:
-    """Keep the last summary row of each ``trial_id``."""
+    """Keep the last summary row of each ``(phase, trial_id)`` (a deployed PBT member has a
+    ``pbt`` row and an ``eval`` row)."""
     df = table.to_pandas()
     if df.empty:
         return table
-    df = df.drop_duplicates(["trial_id"], keep="last")
+    df = df.drop_duplicates(["phase", "trial_id"], keep="last")
     return to_table(df, table.schema)
 
 
@@ -178,15 +207,29 @@ def combine(parts: Iterable[str | os.PathLike], schema: pa.Schema, key: str) -> 
     """Concatenate part files in order and dedupe (``steps`` or ``trials`` by ``key``)."""
     tables = [pq.read_table(p) for p in parts if Path(p).exists()]
     table = pa.concat_tables(tables) if tables else schema.empty_table()
+    if key == "exploits":
+        return table
     return dedupe_steps(table) if key == "steps" else dedupe_trials(table)
 
 
-def arm_summary(trials: pd.DataFrame, phase: str = "eval") -> pd.DataFrame:
-    """Ranked arms of ``phase``: mean and std over seeds, best (lowest final val loss) first.
+def baseline_arms(config: Mapping[str, Any]) -> list[str]:
+    """Names of the tuned baselines (constant/step/cosine/cyclic arms with a grid) of a plain
+    config dict; the untuned baselines when none is tuned."""
+    arms = config.get("compare", {}).get("arms", [])
+    kinds = ("constant", "step", "cosine", "cyclic")
+    tuned = [a["name"] for a in arms if a.get("kind") in kinds and a.get("grid")]
+    return tuned or [a["name"] for a in arms if a.get("kind") in kinds]
+
+
+def arm_summary(trials: pd.DataFrame, phase: str = "eval", baselines: Iterable[str] = ()) -> pd.DataFrame:
+    """Ranked arms of ``phase``: mean and std over seeds, cost, and the paired comparison.
 
     Diverged trials count in ``diverged`` and their NaN losses are left out of means;
     ``reached`` counts seeds that hit the target accuracy and ``steps_to_target`` is
-    averaged over those.
+    averaged over those. ``cost_steps`` / ``cost_wall_s`` are means over seeds of what each
+    result cost (:mod:`lrservice.compare.cost`). The reference ``vs`` is the best of
+    ``baselines`` by mean final validation loss; ``diff_*`` are the per-seed test-loss
+    differences arm - reference (mean, 95% bootstrap CI) and ``verdict`` reads the CI.
     """
     df = trials[trials["phase"] == phase]
     rows = []
@@ -197,25 +240,68 @@ def arm_summary(trials: pd.DataFrame, phase: str = "eval") -> pd.DataFrame:
             values = g[col].astype("float64")
             row[f"{col}_mean"] = float(values.mean()) if values.notna().any() else math.nan
             row[f"{col}_std"] = float(values.std(ddof=0)) if values.notna().any() else math.nan
+        for col in ("cost_steps", "cost_wall_s"):
+            values = g[col].astype("float64") if col in g else pd.Series(dtype="float64")
+            row[col] = float(values.mean()) if values.notna().any() else math.nan
+        notes = g["cost_note"].dropna() if "cost_note" in g else pd.Series(dtype=object)
+        row["cost_note"] = str(notes.iloc[0]) if len(notes) else ""
         rows.append(row)
     out = pd.DataFrame(rows)
     if out.empty:
         return out
     out = out.sort_values(["final_val_loss_mean", "arm"], na_position="last", kind="stable").reset_index(drop=True)
     out.insert(0, "rank", range(1, len(out) + 1))
+    candidates = out[out["arm"].isin(list(baselines))]
+    reference = candidates["arm"].iloc[0] if len(candidates) else None
+    paired = {"vs": [], "diff_n": [], "diff_mean": [], "diff_ci_low": [], "diff_ci_high": [], "verdict": []}
+    ref_loss = _by_seed(df, reference) if reference else {}
+    for arm in out["arm"]:
+        if reference is None or arm == reference:
+            values = (reference or "", 0, math.nan, math.nan, math.nan, "reference" if reference else "n/a")
+        else:
+            p = compare_paired(_by_seed(df, arm), ref_loss)
+            values = (reference, p.n, p.mean, p.ci_low, p.ci_high, p.verdict)
+        for key, value in zip(paired, values):
+            paired[key].append(value)
+    for key, values in paired.items():
+        out[key] = values
     return out
+
+
+def _by_seed(df: pd.DataFrame, arm: str) -> dict[int, float]:
+    g = df[df["arm"] == arm]
+    return {int(s): float(v) for s, v in zip(g["seed"], g["test_loss"].astype("float64"))}
+
+
+SUMMARY_HEAD = ["rank", "arm", "seeds", "final val loss", "test loss", "test acc", "Δ test loss vs best baseline [95% CI]",
+                "verdict", "steps to target", "reached", "diverged", "cost: child steps", "cost: trial s"]
+
+
+def summary_cells(r: Mapping[str, Any]) -> list[str]:
+    """One summary row as display strings (mean ± std, CI, cost), shared by text and HTML."""
+    pm = lambda c, f: "n/a" if _nan(r[f"{c}_mean"]) else f"{r[f'{c}_mean']:{f}} ± {r[f'{c}_std']:{f}}"
+    if r["verdict"] in ("reference", "n/a"):
+        diff = "(reference)" if r["verdict"] == "reference" else "n/a"
+    elif _nan(r["diff_ci_low"]):
+        diff = "n/a" if _nan(r["diff_mean"]) else f"{r['diff_mean']:+.4f} (n={r['diff_n']})"
+    else:
+        diff = f"{r['diff_mean']:+.4f} [{r['diff_ci_low']:+.4f}, {r['diff_ci_high']:+.4f}]"
+    cost_s = "n/a" if _nan(r["cost_steps"]) else f"{r['cost_steps']:,.0f}"
+    cost_w = "n/a" if _nan(r["cost_wall_s"]) else f"{r['cost_wall_s']:.1f}"
+    return [str(r["rank"]), str(r["arm"]), str(r["seeds"]), pm("final_val_loss", ".4f"), pm("test_loss", ".4f"),
+            pm("test_accuracy", ".4f"), diff, str(r["verdict"]), pm("steps_to_target", ".0f"),
+            f"{r['reached']}/{r['seeds']}", str(r["diverged"]), cost_s, cost_w]
+
+
+def _nan(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
 
 
 def format_summary(summary: pd.DataFrame) -> str:
     """The ranked table as fixed-width text (also valid Markdown)."""
     if summary.empty:
         return "(no finished eval trials)"
-    head = ["rank", "arm", "seeds", "final val loss", "test loss", "test acc", "steps to target", "reached", "diverged"]
-    lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
-    pm = lambda r, c, f: "n/a" if math.isnan(r[f"{c}_mean"]) else f"{r[f'{c}_mean']:{f}} ± {r[f'{c}_std']:{f}}"
+    lines = ["| " + " | ".join(SUMMARY_HEAD) + " |", "|" + "|".join("---" for _ in SUMMARY_HEAD) + "|"]
     for _, r in summary.iterrows():
-        cells = [str(r["rank"]), r["arm"], str(r["seeds"]), pm(r, "final_val_loss", ".4f"), pm(r, "test_loss", ".4f"),
-                 pm(r, "test_accuracy", ".4f"), pm(r, "steps_to_target", ".0f"),
-                 f"{r['reached']}/{r['seeds']}", str(r["diverged"])]
-        lines.append("| " + " | ".join(cells) + " |")
+        lines.append("| " + " | ".join(summary_cells(r)) + " |")
     return "\n".join(lines)

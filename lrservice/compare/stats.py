@@ -1,57 +1,78 @@
-"""Paired statistics for "does arm A beat arm B": per-seed differences, bootstrap CI, verdict.
+"""Paired statistics for arm-vs-baseline comparisons: pure math, numpy only.
 
-Pure numpy. A difference is ``a - b`` on the same seeds (same initial weights and batch
-order), so seed-to-seed noise common to both arms cancels. The 95% interval is the
-percentile bootstrap of the mean difference; the verdict says "better" only when the whole
-interval lies on the better side of zero.
+Two arms run on the same held-out seeds share initial weights and batch order per seed,
+so their per-seed differences remove seed noise (common random numbers). The mean
+difference gets a percentile bootstrap 95% CI (resampling seeds with replacement), and the
+verdict is read off the CI: entirely below zero is *better* (for a loss), entirely above
+is *worse*, otherwise *no difference*.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+from typing import Mapping
 
 import numpy as np
 
-BOOTSTRAP_RESAMPLES = 10_000
+BETTER, SAME, WORSE, TOO_FEW = "better", "no difference", "worse", "too few seeds"
 
 
 @dataclass(frozen=True)
-class PairedDifference:
-    """Mean of ``a - b`` over paired seeds, its bootstrap CI and a verdict for ``a``."""
+class Paired:
+    """Per-seed ``arm - reference`` differences summarised: n pairs, mean, CI, verdict."""
 
-    mean: float
-    low: float
-    high: float
     n: int
-    verdict: str  # "better", "worse" or "no difference" (for a, against b)
+    mean: float
+    ci_low: float
+    ci_high: float
+    verdict: str
 
 
-def bootstrap_ci(values, level: float = 0.95, resamples: int = BOOTSTRAP_RESAMPLES,
+def paired_differences(arm: Mapping[int, float], reference: Mapping[int, float]) -> np.ndarray:
+    """``arm[s] - reference[s]`` over the seeds both have with finite values, in seed order."""
+    seeds = sorted(s for s in set(arm) & set(reference)
+                   if _finite(arm[s]) and _finite(reference[s]))
+    return np.array([float(arm[s]) - float(reference[s]) for s in seeds], dtype=np.float64)
+
+
+def bootstrap_ci(differences: np.ndarray, level: float = 0.95, resamples: int = 10_000,
                  seed: int = 0) -> tuple[float, float]:
-    """Percentile bootstrap interval of the mean of ``values``."""
-    x = np.asarray(values, dtype=np.float64)
-    if x.size == 0:
-        return float("nan"), float("nan")
+    """Percentile bootstrap CI of the mean: resample the n differences with replacement
+    ``resamples`` times, take the ``(1-level)/2`` and ``(1+level)/2`` quantiles of the means."""
+    d = np.asarray(differences, dtype=np.float64)
+    if d.ndim != 1 or len(d) == 0:
+        raise ValueError("differences: give a non-empty 1-D array")
+    if not 0 < level < 1:
+        raise ValueError(f"level: {level!r} must be in (0, 1)")
     rng = np.random.default_rng(seed)
-    means = x[rng.integers(0, x.size, size=(resamples, x.size))].mean(axis=1)
-    tail = (1.0 - level) / 2.0
-    return float(np.quantile(means, tail)), float(np.quantile(means, 1.0 - tail))
+    means = d[rng.integers(0, len(d), size=(resamples, len(d)))].mean(axis=1)
+    low, high = np.quantile(means, [(1 - level) / 2, (1 + level) / 2])
+    return float(low), float(high)
 
 
-def paired_difference(a, b, lower_is_better: bool = True, level: float = 0.95,
-                      seed: int = 0) -> PairedDifference:
-    """``a - b`` per seed (arrays in the same seed order); non-finite pairs are dropped."""
-    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
-    if a.shape != b.shape:
-        raise ValueError(f"paired_difference: {a.shape} and {b.shape} are not paired")
-    d = (a - b)[np.isfinite(a) & np.isfinite(b)]
-    low, high = bootstrap_ci(d, level=level, seed=seed)
-    if d.size == 0:
-        verdict = "no difference"
-    elif (high < 0) if lower_is_better else (low > 0):
-        verdict = "better"
-    elif (low > 0) if lower_is_better else (high < 0):
-        verdict = "worse"
-    else:
-        verdict = "no difference"
-    return PairedDifference(float(d.mean()) if d.size else float("nan"), low, high, int(d.size), verdict)
+def verdict(ci_low: float, ci_high: float, lower_is_better: bool = True) -> str:
+    """better / no difference / worse for a CI of ``arm - reference``."""
+    if ci_high < 0:
+        return BETTER if lower_is_better else WORSE
+    if ci_low > 0:
+        return WORSE if lower_is_better else BETTER
+    return SAME
+
+
+def compare_paired(arm: Mapping[int, float], reference: Mapping[int, float], lower_is_better: bool = True,
+                   level: float = 0.95, resamples: int = 10_000, seed: int = 0) -> Paired:
+    """The whole paired comparison; fewer than 2 common seeds give no CI and verdict ``too few seeds``."""
+    d = paired_differences(arm, reference)
+    if len(d) < 2:
+        mean = float(d.mean()) if len(d) else math.nan
+        return Paired(len(d), mean, math.nan, math.nan, TOO_FEW)
+    low, high = bootstrap_ci(d, level, resamples, seed)
+    return Paired(len(d), float(d.mean()), low, high, verdict(low, high, lower_is_better))
+
+
+def _finite(value) -> bool:
+    try:
+        return value is not None and math.isfinite(float(value))
+    except (TypeError, ValueError):
+        return False

@@ -135,6 +135,8 @@ def run_trial(spec: Mapping[str, Any], report: Report, restore_dir: Path | None 
     history = {"steps": [], "accuracies": [], "seconds": []}
     elapsed = 0.0
     last_checkpoint = 0
+    me = spec.get("trial_id")
+    lineage: dict = {"parent_trial_id": None, "parent_step": None}
     if restore_dir is not None:
         state = torch.load(Path(restore_dir) / CHECKPOINT_FILE, weights_only=False)
         trainer.load_state_dict(state["child"])
@@ -145,6 +147,10 @@ def run_trial(spec: Mapping[str, Any], report: Report, restore_dir: Path | None 
         elapsed = state["elapsed"]
         last_checkpoint = trainer.step
         torch.set_rng_state(state["torch_rng"])
+        lineage = dict(state.get("lineage", lineage))
+        owner = state.get("owner")
+        if owner is not None and me is not None and owner != me:  # PBT exploit: another member's checkpoint
+            lineage = {"parent_trial_id": owner, "parent_step": trainer.step}
     else:
         driver.act()  # a controller decides at step 0 too, as in its training episodes
     every = int(spec["checkpoint_every"])
@@ -157,7 +163,8 @@ def run_trial(spec: Mapping[str, Any], report: Report, restore_dir: Path | None 
 
     def save(directory: Path) -> None:
         torch.save({"child": trainer.state_dict(), "driver": driver.state_dict(), "history": history,
-                    "elapsed": elapsed, "torch_rng": torch.get_rng_state()}, directory / CHECKPOINT_FILE)
+                    "elapsed": elapsed, "torch_rng": torch.get_rng_state(), "owner": me, "lineage": lineage},
+                   directory / CHECKPOINT_FILE)
 
     row = None
     while trainer.step < task.steps and not trainer.diverged:
@@ -175,7 +182,7 @@ def run_trial(spec: Mapping[str, Any], report: Report, restore_dir: Path | None 
             trainer.diverged = True
         row = {"step": trainer.step, "train_loss": float(sum(losses) / len(losses)) if losses else math.nan,
                "val_loss": val.loss, "val_accuracy": val.accuracy, "lr": driver.last_lr,
-               "elapsed_s": elapsed, "final": False, "diverged": trainer.diverged}
+               "elapsed_s": elapsed, "final": False, "diverged": trainer.diverged, **lineage}
         losses.clear()
         history["steps"].append(trainer.step)
         history["accuracies"].append(val.accuracy)
@@ -196,7 +203,7 @@ def run_trial(spec: Mapping[str, Any], report: Report, restore_dir: Path | None 
     if row is None:  # restored from a finished trial's state (PBT can clone one): report where it stands
         val = trainer.evaluate("val")
         row = {"step": trainer.step, "train_loss": math.nan, "val_loss": val.loss, "val_accuracy": val.accuracy,
-               "lr": driver.last_lr, "elapsed_s": elapsed, "final": False, "diverged": trainer.diverged}
+               "lr": driver.last_lr, "elapsed_s": elapsed, "final": False, "diverged": trainer.diverged, **lineage}
     final = {**row, **_final_metrics(trainer, history, spec["target_accuracy"])}
     final["final"] = True
     with tempfile.TemporaryDirectory(prefix="lrs-ckpt-") as tmp:
@@ -233,18 +240,19 @@ def _final_metrics(trainer, history: Mapping[str, list], target: float) -> dict:
 
 
 def spec_from_config(config: Mapping[str, Any]) -> dict:
-    """The trial spec inside a Tune config: ``{"spec": ...}`` plus, for PBT, top-level ``seed`` and ``lr``."""
-    return {**config["spec"], **{k: config[k] for k in ("seed", "lr") if k in config}}
+    """The trial spec inside a Tune config: ``{"spec": ...}`` plus, for PBT, top-level ``seed``,
+    ``member`` and ``lr``."""
+    return {**config["spec"], **{k: config[k] for k in ("seed", "member", "lr") if k in config}}
 
 
 def tune_trial(config: dict) -> None:
     """The Tune function trainable: :func:`run_trial` reporting through ``tune.report``."""
     torch.set_num_threads(1)
-    spec = spec_from_config(config)
+    spec = {**spec_from_config(config), "trial_id": tune.get_context().get_trial_id()}  # owner of its checkpoints
     checkpoint = tune.get_checkpoint()
 
     def report(metrics: dict, directory: Path | None) -> None:
-        clean = {k: (math.nan if v is None else v) for k, v in metrics.items()}
+        clean = {k: (math.nan if v is None else v) for k, v in metrics.items() if not (v is None and k.startswith("parent_"))}
         if directory is None:
             tune.report(clean)
         else:

@@ -22,7 +22,7 @@ import numpy as np
 
 from lrservice.child.data import ChildData
 from lrservice.child.pool import child_pool
-from lrservice.compare.stats import paired_difference
+from lrservice.compare.stats import compare_paired
 from lrservice.config import ControllerConfig, TaskConfig
 from lrservice.control.controller import LearnedController
 from lrservice.control.episodes import EpisodeBatch
@@ -122,17 +122,13 @@ def compare_rows(runs: Sequence[Run], reference: dict[str, list[Run]]) -> list[d
                "test_accuracy_std": float(np.std([r.test_accuracy for r in rs], ddof=1)) if len(rs) > 1 else 0.0,
                "diverged": int(sum(r.diverged for r in rs))}
         for ref_name, ref_runs in reference.items():
-            by_seed = {r.seed: r for r in ref_runs}
-            a = [r.val_loss for r in rs if r.seed in by_seed]
-            b = [by_seed[r.seed].val_loss for r in rs if r.seed in by_seed]
-            d = paired_difference(a, b, lower_is_better=True)
-            acc = paired_difference([r.test_accuracy for r in rs if r.seed in by_seed],
-                                    [by_seed[r.seed].test_accuracy for r in rs if r.seed in by_seed],
-                                    lower_is_better=False)
-            row.update({f"dval_vs_{ref_name}": d.mean, f"dval_vs_{ref_name}_low": d.low,
-                        f"dval_vs_{ref_name}_high": d.high, f"verdict_vs_{ref_name}": d.verdict,
-                        f"dacc_vs_{ref_name}": acc.mean, f"dacc_vs_{ref_name}_low": acc.low,
-                        f"dacc_vs_{ref_name}_high": acc.high})
+            d = compare_paired({r.seed: r.val_loss for r in rs}, {r.seed: r.val_loss for r in ref_runs})
+            acc = compare_paired({r.seed: r.test_accuracy for r in rs}, {r.seed: r.test_accuracy for r in ref_runs},
+                                 lower_is_better=False)
+            row.update({f"dval_vs_{ref_name}": d.mean, f"dval_vs_{ref_name}_low": d.ci_low,
+                        f"dval_vs_{ref_name}_high": d.ci_high, f"verdict_vs_{ref_name}": d.verdict,
+                        f"dacc_vs_{ref_name}": acc.mean, f"dacc_vs_{ref_name}_low": acc.ci_low,
+                        f"dacc_vs_{ref_name}_high": acc.ci_high})
         rows.append(row)
     return rows
 

@@ -1,0 +1,52 @@
+"""TensorBoard event files from the eval-phase step rows: one run per ``arm/seed<N>``.
+
+Tune's own event files (one run per trial dir, named by trial id) are kept, but comparing
+schedules needs one chart per metric with one readable line per arm and seed: so after a
+comparison we write ``<run dir>/tensorboard/<arm>/seed<N>/events.out.tfevents.*`` with the
+scalars ``val_loss``, ``train_loss``, ``val_accuracy`` and ``lr`` at each child step (a PBT
+arm: its deployed member's history). The directory is built beside and swapped in with
+``os.replace``, so TensorBoard never reads half of it.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+from pathlib import Path
+
+import pandas as pd
+from tensorboardX import SummaryWriter
+
+DIRNAME = "tensorboard"
+TAGS = ("val_loss", "train_loss", "val_accuracy", "lr")
+
+
+def run_name(arm: str, seed: int) -> str:
+    """The TensorBoard run of one arm on one seed (a path relative to the logdir)."""
+    return f"{arm}/seed{int(seed)}"
+
+
+def write_tensorboard(steps: pd.DataFrame, run_dir: str | os.PathLike) -> Path:
+    """Write the eval rows of ``steps`` as TensorBoard runs under ``run_dir/tensorboard``; returns it."""
+    run_dir = Path(run_dir)
+    final = run_dir / DIRNAME
+    tmp = run_dir / f".{DIRNAME}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    ev = steps[steps["phase"] == "eval"]
+    for (arm, seed), g in ev.groupby(["arm", "seed"], sort=True):
+        writer = SummaryWriter(logdir=str(tmp / run_name(arm, seed)), flush_secs=3600)
+        for row in g.sort_values("step").itertuples():
+            for tag in TAGS:
+                value = getattr(row, tag)
+                if value is not None and not (isinstance(value, float) and math.isnan(value)):
+                    writer.add_scalar(tag, float(value), int(row.step))
+        writer.close()
+    tmp.mkdir(parents=True, exist_ok=True)
+    old = run_dir / f".{DIRNAME}.old"
+    shutil.rmtree(old, ignore_errors=True)
+    if final.exists():
+        os.replace(final, old)
+    os.replace(tmp, final)
+    shutil.rmtree(old, ignore_errors=True)
+    return final

@@ -1,0 +1,48 @@
+"""Checks a run config must pass before any work starts (before Ray starts or attaches).
+
+Each section validates itself when the config is loaded; what it cannot see is checked
+here: rules across sections (PBT interval vs task length, held-out vs tune seeds), files the
+config names (controller checkpoints) and what one command needs (recommend's LR range). A failure is
+a :class:`ConfigError` naming the field, so the CLI prints one line and exits 2.
+"""
+
+from __future__ import annotations
+
+from lrservice.config import ConfigError, RunConfig
+from lrservice.control.checkpoint import load_export, resolve_checkpoint
+
+
+def check_compare(config: RunConfig) -> None:
+    """Everything ``lrservice compare`` can know is wrong from its config alone."""
+    from lrservice.compare.arms import resolve_params, validate_compare
+
+    validate_compare(config)
+    compare, task = config.compare, config.task
+    overlap = sorted(set(compare.seeds) & set(compare.tune_seeds))
+    if overlap and any(arm.grid for arm in compare.arms):
+        raise ConfigError(f"compare.seeds: {overlap} also in compare.tune_seeds; held-out seeds must differ "
+                          "from the seeds the grids are tuned on")
+    for i, arm in enumerate(compare.arms):
+        path = f"compare.arms[{i}].params"
+        params = resolve_params(arm, arm.params, config)
+        if arm.kind == "pbt" and params["interval"] >= task.steps:
+            raise ConfigError(f"{path}.interval: {params['interval']!r} is not allowed; it must be below task.steps "
+                              f"({task.steps}) or PBT never perturbs")
+        if arm.kind == "controller":
+            if params["checkpoint"] != "auto":
+                check_controller_checkpoint(params["checkpoint"], f"{path}.checkpoint")
+
+
+def check_controller_checkpoint(path: str, field: str) -> None:
+    """``path`` must name a controller: ``pretrained:NAME``, an export, a checkpoint or an output dir."""
+    try:
+        where = resolve_checkpoint(path)
+    except FileNotFoundError as exc:
+        raise ConfigError(f"{field}: {exc}; or give 'auto'") from None
+    if where.is_file():
+        load_export(where)  # a file that is not an export is one line too
+
+
+def check_recommend(config: RunConfig) -> None:
+    """The LR range resolves for the task's optimizer (base_lr inside [lr_min, lr_max])."""
+    config.recommend.lr_range(config.task.optimizer)
