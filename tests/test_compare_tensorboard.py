@@ -76,7 +76,9 @@ def test_tensorboard_in_a_headless_browser_shows_every_run(tmp_path):
         else:
             pytest.fail("tensorboard did not serve the runs within 60 s")
         shot = tmp_path / "tensorboard.png"
-        common = ["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--window-size=1366,900",
+        # swiftshader: software WebGL, so the charts draw their lines without a GPU
+        common = ["chromium", "--headless", "--no-sandbox", "--enable-unsafe-swiftshader", "--use-angle=swiftshader",
+                  "--window-size=1366,900",
                   "--virtual-time-budget=15000"]
         dom = subprocess.run([*common, "--dump-dom", f"{url}/#timeseries"], capture_output=True, text=True,
                              timeout=120).stdout
