@@ -136,3 +136,14 @@ def test_shipped_controller_deterministic_policy_behaves():
         mine = np.mean([r.val_loss for r in runs if r.initial_lr == lr])
         const = np.mean([r.val_loss for r in constant if r.initial_lr == lr])
         assert mine < const, (lr, mine, const)
+
+
+def test_comparison_cost_of_a_pretrained_or_exported_controller(tmp_path):
+    """A compare arm with a shipped/exported controller reports its recorded training cost as reused."""
+    from lrservice.compare.cost import controller_cost
+
+    shipped = LearnedController.from_checkpoint("pretrained:digits-mlp").payload["training"]["child_steps"]
+    cost = controller_cost("pretrained:digits-mlp", trained_here=False, action_every=10)
+    assert (cost.steps, cost.note) == (0, f"pretrained ({int(shipped)} child steps), reused")
+    made = controller_cost(_export(tmp_path / "c.pt"), trained_here=False, action_every=10)
+    assert made.note == "pretrained (1234 child steps), reused"

@@ -24,8 +24,8 @@ from typing import Mapping
 
 import pandas as pd
 
-from lrservice.control.controller import resolve_checkpoint
-from lrservice.control.training import read_log, read_metadata
+from lrservice.control.checkpoint import resolve_checkpoint, training_record
+from lrservice.control.training import read_log
 
 
 @dataclass(frozen=True)
@@ -38,11 +38,14 @@ class ExtraCost:
 
 
 def controller_cost(checkpoint: str | Path, trained_here: bool, action_every: int) -> ExtraCost:
-    """A controller's training cost from its ``train-controller`` output (log or metadata)."""
+    """A controller's training cost from its export or ``train-controller`` output (log or metadata).
+
+    Child steps are the recorded ones (twins included); older checkpoints without that record
+    fall back to env steps x ``action_every``.
+    """
     ckpt = resolve_checkpoint(checkpoint)
-    meta = read_metadata(ckpt)
-    env_steps = int(meta.get("env_steps") or 0)
-    child_steps = env_steps * int(action_every)
+    meta = training_record(ckpt)
+    child_steps = int(meta.get("child_steps") or 0) or int(meta.get("env_steps") or 0) * int(action_every)
     if not trained_here:
         return ExtraCost(0, 0.0, f"pretrained ({child_steps} child steps), reused")
     log_path = ckpt.parent.parent / "training_log.parquet"

@@ -196,6 +196,12 @@ def load_export(path: str | os.PathLike) -> dict[str, Any]:
     return payload
 
 
+def training_record(checkpoint: Path) -> dict[str, Any]:
+    """What training a resolved controller cost: iteration, env steps, child steps (twins included), episodes."""
+    meta = load_export(checkpoint)["training"] if checkpoint.is_file() else read_metadata(checkpoint)
+    return {key: meta.get(key) for key in ("iteration", "env_steps", "child_steps", "episodes")}
+
+
 def export_sections(payload: Mapping[str, Any]) -> tuple[TaskConfig, ControllerConfig]:
     """The task and controller sections an export was trained with, validated."""
     run = config_from_dict({"task": payload["task"], "controller": payload["controller"]})
