@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import tempfile
@@ -66,3 +67,16 @@ def tiny_task():
     from lrservice.config import TaskConfig
 
     return TaskConfig(dataset="digits", model="mlp", batch_size=32, steps=100, val_subset=128, eval_every=10)
+
+
+@pytest.fixture
+def in_float64():
+    """Children built in float64 while the test runs (default dtype restored after); returns the
+    function that makes a ChildData float64. Equivalence tests compare paths in float64: float32
+    rounding differences grow chaotically over tens of steps and differ between CPUs."""
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        yield lambda data: dataclasses.replace(data, **{k: getattr(data, k).double() for k in ("train_x", "val_x", "test_x")})
+    finally:
+        torch.set_default_dtype(previous)

@@ -40,14 +40,9 @@ def data(task):
 
 
 @pytest.fixture
-def float64(data):
-    """Build children in float64 (default dtype and data), restoring float32 afterwards."""
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    try:
-        yield dataclasses.replace(data, **{k: getattr(data, k).double() for k in ("train_x", "val_x", "test_x")})
-    finally:
-        torch.set_default_dtype(previous)
+def float64(data, in_float64):
+    """The data in float64, children built in float64 (conftest.in_float64)."""
+    return in_float64(data)
 
 
 def _separate(task, data, lrs, seeds):

@@ -116,16 +116,11 @@ def test_unknown_env_config_key_is_named():
 
 
 @pytest.fixture
-def digits64(digits):
+def digits64(digits, in_float64):
     """digits in float64 with float64 children: the single and batched paths then differ by
     ~1e-16 rounding that 50 chaotic steps grow to < 1e-8, not by float32 noise that grows to
     1e-1 on some CPUs (see tests/test_batched.py)."""
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    try:
-        yield dataclasses.replace(digits, **{k: getattr(digits, k).double() for k in ("train_x", "val_x", "test_x")})
-    finally:
-        torch.set_default_dtype(previous)
+    return in_float64(digits)
 
 
 def test_vector_env_with_one_child_matches_single_env(digits64):

@@ -32,15 +32,8 @@ def data():
 
 
 @pytest.fixture
-def data64(data):
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    try:
-        import dataclasses
-
-        yield dataclasses.replace(data, **{k: getattr(data, k).double() for k in ("train_x", "val_x", "test_x")})
-    finally:
-        torch.set_default_dtype(previous)
+def data64(data, in_float64):
+    return in_float64(data)
 
 
 def test_matches_separate_children_step_by_step(data64):
