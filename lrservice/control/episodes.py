@@ -26,6 +26,7 @@ from lrservice.child.features import feature_set
 from lrservice.child.pool import ChildPool, child_pool
 from lrservice.config import ControllerConfig, TaskConfig
 from lrservice.control.actions import draw_start, episode_tasks, finite_features, next_lr, step_reward
+from lrservice.schedules import policy_from_dict
 
 PoolFactory = Callable[[TaskConfig, int], ChildPool]
 
@@ -41,11 +42,7 @@ class EpisodeBatch:
         self.twin = controller.baseline == "twin"
         self.round_robin = self.n >= len(self.tasks)
         self.rng = np.random.default_rng(seed)
-        self._twin_policy = None
-        if controller.twin_policy:
-            from lrservice.schedules import policy_from_dict
-
-            self._twin_policy = policy_from_dict(controller.twin_policy)
+        self._twin_policy = policy_from_dict(controller.twin_policy) if controller.twin_policy else None
         # slot[t][i]: env i's child index in task t's pool (its twin is slot + controlled[t]).
         self.controlled = []
         self.slot: list[dict[int, int]] = []
