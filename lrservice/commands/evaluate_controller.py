@@ -14,8 +14,6 @@ from __future__ import annotations
 import argparse
 import time
 
-import torch
-
 from lrservice.commands.options import load_run_config, progress
 from lrservice.config import ConfigError
 
@@ -34,7 +32,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     return parser
 
 
-def _named(specs: list[str]) -> dict[str, str]:
+def _named(specs: list[str], taken: tuple[str, ...]) -> dict[str, str]:
     named = {}
     for i, spec in enumerate(specs):
         name, sep, path = spec.partition("=")
@@ -42,21 +40,23 @@ def _named(specs: list[str]) -> dict[str, str]:
             name, path = ("controller" if len(specs) == 1 else f"controller{i + 1}"), spec
         if not name.replace("-", "").replace("_", "").isalnum():
             raise ConfigError(f"--controller: {name!r} is not a usable name; use letters, digits, '-' and '_'")
-        if name in named or name in ("constant", "cosine"):
+        if name in named or name in taken:
             raise ConfigError(f"--controller: the name {name!r} is taken; give each controller its own NAME=")
         named[name] = path
     return named
 
 
 def run(args: argparse.Namespace) -> int:
+    import torch  # torch and the controller stack: on use, so `lrservice --help` stays fast (docs/architecture.md)
+
     from lrservice.child.trainer import load_task_data
     from lrservice.control.checkpoint import resolve_checkpoint
     from lrservice.control.controller import LearnedController
-    from lrservice.control.evaluate import evaluate_controllers
+    from lrservice.control.evaluate import BASELINE_KINDS, evaluate_controllers
     from lrservice.control.evidence import write_evaluation
 
     config = load_run_config(args)
-    paths = {name: resolve_checkpoint(path) for name, path in _named(args.controller).items()}  # before any work
+    paths = {name: resolve_checkpoint(path) for name, path in _named(args.controller, BASELINE_KINDS).items()}  # before any work
     torch.set_num_threads(1)
     ev, task = config.evaluate, config.task
     controllers = {name: LearnedController.from_checkpoint(p) for name, p in paths.items()}
@@ -65,12 +65,11 @@ def run(args: argparse.Namespace) -> int:
     data = load_task_data(task)
     progress(f"[lrservice] evaluate: {task.dataset}/{task.model}, {task.steps} steps; tune seeds {list(ev.tune_seeds)}, "
              f"held-out seeds {list(ev.seeds)}")
-    grids = {"constant": ev.constant_grid, "cosine": ev.cosine_grid}
+    grids = {kind: getattr(ev, f"{kind}_grid") for kind in BASELINE_KINDS}
     runs, rows, tuned = evaluate_controllers(task, data, controllers, grids, ev.tune_seeds, ev.seeds,
                                              initial_lrs, log=progress)
-    tuning = sum(len(g) for g in grids.values()) * len(ev.tune_seeds) * task.steps
-    costs = {kind: f"{len(grids[kind]) * len(ev.tune_seeds) * task.steps:,} tuning + {task.steps}/seed"
-             for kind in grids}
+    tuning = {kind: len(grid) * len(ev.tune_seeds) * task.steps for kind, grid in grids.items()}
+    costs = {kind: f"{steps:,} tuning + {task.steps}/seed" for kind, steps in tuning.items()}
     for name, ctrl in controllers.items():
         spent = float(ctrl.payload.get("training", {}).get("child_steps", 0) or 0)
         costs[name] = f"{spent:,.0f} training (pretrained, reused) + {task.steps}/seed"
@@ -79,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
                            config.controller.action_every,
                            {"task": config.to_dict()["task"], "evaluate": config.to_dict()["evaluate"],
                             "controllers": {k: str(v) for k, v in paths.items()}, "tuned": tuned,
-                            "tuning_child_steps": tuning, "wall_s": time.perf_counter() - started})
+                            "tuning_child_steps": sum(tuning.values()), "wall_s": time.perf_counter() - started})
     print((out / "summary.md").read_text(), flush=True)
     progress(f"[lrservice] evaluation written to {out} ({time.perf_counter() - started:.0f} s)")
     return 0

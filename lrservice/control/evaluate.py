@@ -29,7 +29,7 @@ from lrservice.control.episodes import EpisodeBatch
 from lrservice.schedules import make_baseline
 
 Log = Callable[[str], None]
-BASELINE_KINDS = ("constant", "cosine")
+BASELINE_KINDS = ("constant", "cosine")  # the tuned baselines every controller is compared with (evaluate.<kind>_grid)
 
 
 @dataclass(frozen=True)
