@@ -28,7 +28,7 @@ from lrservice.schedules.compose import policy_from_dict
 
 OPTIMIZERS = ("adam", "sgd", "momentum")
 DEVICES = ("auto", "cpu", "cuda")
-ACTION_SPACES = ("discrete", "continuous")
+ACTION_SPACES = ("discrete", "continuous", "levels")
 REWARDS = ("dense", "final", "log_improvement")
 REWARD_BASELINES = ("none", "twin")
 FEATURE_SETS = ("paper", "extended")  # the keys of lrservice.child.features.FEATURE_SETS (a test checks)
@@ -138,7 +138,8 @@ class ControllerConfig:
       log train/val loss).
     - ``action_space``: ``discrete`` (action i multiplies the LR by ``factors[i]``; with no
       ``factors``, the paper's up/down/keep by ``factor``) or ``continuous`` (a log-factor
-      a in [-1, 1]: the LR is multiplied by ``factor ** a``).
+      a in [-1, 1]: the LR is multiplied by ``factor ** a``) or ``levels`` (action i sets
+      the LR to ``levels[i]``: absolute, so exploration does not compound over decisions).
     - ``reward``: ``dense`` (-val loss per action), ``final`` (-val loss at the end) or
       ``log_improvement`` (log L_prev - log L_now: telescopes to log L_0/L_T).
     - ``baseline``: ``none`` or ``twin`` (a reference child with the same initial weights
@@ -156,6 +157,7 @@ class ControllerConfig:
     action_every: int = 10
     factor: float = 1.05
     factors: tuple[float, ...] = ()
+    levels: tuple[float, ...] = ()
     lr_min: float = 1e-5
     lr_max: float = 1e-1
     lr_noise_std: float = 0.0
@@ -204,6 +206,7 @@ class ControllerConfig:
             _positive(f"{path}.factors[{i}]", f)
         if len(self.factors) == 1:
             raise ConfigError(f"{path}.factors: {list(self.factors)!r} is not allowed; give at least two factors, e.g. [0.5, 1, 2]")
+        self._validate_levels(path)
         if self.lr_min >= self.lr_max:
             raise ConfigError(f"{path}.lr_min: {self.lr_min!r} must be below lr_max ({self.lr_max!r})")
         if not 0 < self.gamma <= 1:
@@ -231,6 +234,19 @@ class ControllerConfig:
             raise ConfigError(f"{path}.hidden: {list(self.hidden)!r} is not allowed; give positive layer widths, e.g. [32, 32]")
         if self.minibatch_size > self.train_batch_size:
             raise ConfigError(f"{path}.minibatch_size: {self.minibatch_size} must not exceed train_batch_size ({self.train_batch_size})")
+
+    def _validate_levels(self, path: str) -> None:
+        if self.action_space != "levels":
+            if self.levels:
+                raise ConfigError(f"{path}.levels: is only used with action_space: levels (action_space is {self.action_space!r})")
+            return
+        if len(self.levels) < 2:
+            raise ConfigError(f"{path}.levels: {list(self.levels)!r} is not allowed; action_space: levels needs at least "
+                              "two learning rates, e.g. [0.0001, 0.001, 0.003]")
+        for i, lr in enumerate(self.levels):
+            if not self.lr_min <= lr <= self.lr_max:
+                raise ConfigError(f"{path}.levels[{i}]: {lr!r} is not allowed; it must lie in [lr_min, lr_max] = "
+                                  f"[{self.lr_min}, {self.lr_max}]")
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,7 @@ def test_yaml_and_json_files_load(tmp_path):
     ({"task": {"dataset": "mnst"}}, "task.dataset", "digits, mnist, fashion_mnist, cifar10"),
     ({"task": {"model": "vgg"}}, "task.model", "mlp, lenet5, resnet18"),
     ({"task": {"optimizer": "rmsprop"}}, "task.optimizer", "adam, sgd, momentum"),
-    ({"controller": {"action_space": "box"}}, "controller.action_space", "discrete, continuous"),
+    ({"controller": {"action_space": "box"}}, "controller.action_space", "discrete, continuous, levels"),
     ({"controller": {"reward": "sparse"}}, "controller.reward", "dense, final"),
     ({"compare": {"arms": [{"name": "a", "kind": "linear"}]}}, "compare.arms[0].kind", "constant, step, cosine, cyclic"),
 ])
@@ -52,6 +52,9 @@ def test_bad_choice_names_field_value_and_allowed(data, field, allowed):
     ({"controller": {"baseline": "twins"}}, "controller.baseline: 'twins' is not allowed; choose one of: none, twin"),
     ({"controller": {"factors": [2.0]}}, "controller.factors: [2.0] is not allowed; give at least two factors"),
     ({"controller": {"factors": [0.5, -1.0]}}, "controller.factors[1]: -1.0"),
+    ({"controller": {"action_space": "levels"}}, "controller.levels: [] is not allowed; action_space: levels needs"),
+    ({"controller": {"levels": [1e-3, 1e-2]}}, "controller.levels: is only used with action_space: levels"),
+    ({"controller": {"action_space": "levels", "levels": [1e-3, 0.5]}}, "controller.levels[1]: 0.5 is not allowed"),
     ({"controller": {"gae_lambda": 1.5}}, "controller.gae_lambda: 1.5"),
     ({"controller": {"twin_policy": {"name": "FIX", "k0": 0.01}}}, "controller.twin_policy: is only used with baseline: twin"),
     ({"controller": {"tasks": [{"dataset": "nope"}]}}, "controller.tasks[0].dataset: 'nope' is not allowed"),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
+import gymnasium as gym
 import numpy as np
 import pytest
 import torch
@@ -12,7 +13,7 @@ from gymnasium.utils.env_checker import check_env
 
 from lrservice.child import load_dataset
 from lrservice.config import ConfigError, ControllerConfig, TaskConfig
-from lrservice.control.actions import next_lr
+from lrservice.control.actions import action_space, lr_factor, next_lr
 from lrservice.control.env import LRControlEnv, env_config
 from lrservice.control.vector_env import LRVectorEnv
 
@@ -31,6 +32,7 @@ def make(digits, task=TASK, **controller):
 def test_passes_gymnasium_env_checker(digits):
     for space in ("discrete", "continuous"):
         check_env(make(digits, action_space=space), skip_render_check=True)
+    check_env(make(digits, action_space="levels", levels=(1e-4, 1e-3)), skip_render_check=True)
 
 
 def test_dense_reward_is_negative_val_loss_recomputed(digits):
@@ -81,6 +83,15 @@ def test_discrete_factor_list_is_applied_by_index():
     rng = np.random.default_rng(0)
     got = [next_lr(1e-3, a, c, rng) for a in range(5)]
     assert got == pytest.approx([5e-4, 8e-4, 1e-3, 1.25e-3, 2e-3])
+
+
+def test_levels_action_sets_the_lr_to_its_level():
+    c = ControllerConfig(action_space="levels", levels=(1e-4, 1e-3, 5e-3))
+    rng = np.random.default_rng(0)
+    assert [next_lr(lr, a, c, rng) for lr, a in ((1e-2, 0), (1e-5, 1), (1e-3, 2))] == [1e-4, 1e-3, 5e-3]
+    assert action_space(c) == gym.spaces.Discrete(3)
+    with pytest.raises(ValueError, match="sets the LR"):
+        lr_factor(0, c)
 
 
 def test_lr_noise_is_relative_and_seeded():

@@ -20,11 +20,12 @@ TASK = {"dataset": "digits", "model": "mlp", "batch_size": 32, "steps": 100, "va
 CONTROLLER = {"action_every": 10, "train_batch_size": 100, "minibatch_size": 50, "num_epochs": 2,
               "checkpoint_every": 1, "num_env_runners": 0}
 FACTOR = 1.05
+LEVELS = [1e-4, 3e-4, 1e-3, 3e-3]
 
 
 @pytest.fixture(scope="module")
 def checkpoints(tmp_path_factory):
-    """A discrete controller trained one PPO iteration, and an untrained continuous one; Ray is shut down after."""
+    """A discrete controller trained one PPO iteration, untrained continuous and levels ones; Ray is shut down after."""
     import ray
 
     from lrservice.control.ppo import build_ppo_config
@@ -39,16 +40,19 @@ def checkpoints(tmp_path_factory):
         discrete = config_from_dict({"task": TASK, "controller": CONTROLLER})
         out = tmp_path_factory.mktemp("discrete")
         train_controller(discrete, out, iterations=1, log=lambda line: None)
-        continuous = config_from_dict({"task": TASK, "controller": {**CONTROLLER, "action_space": "continuous",
-                                                                     "factor": 1.2}})
-        algo = build_ppo_config(continuous, plan_placement(continuous.resources)).build_algo()
-        try:
-            cont = save_checkpoint(algo, continuous, tmp_path_factory.mktemp("continuous"), 0, 0.0)
-        finally:
-            algo.stop()
+        untrained = {"continuous": {"action_space": "continuous", "factor": 1.2},
+                     "levels": {"action_space": "levels", "levels": LEVELS}}
+        saved = {"discrete": out}
+        for kind, rules in untrained.items():
+            config = config_from_dict({"task": TASK, "controller": {**CONTROLLER, **rules}})
+            algo = build_ppo_config(config, plan_placement(config.resources)).build_algo()
+            try:
+                saved[kind] = save_checkpoint(algo, config, tmp_path_factory.mktemp(kind), 0, 0.0)
+            finally:
+                algo.stop()
     finally:
         ray.shutdown()  # everything below runs without Ray: inference needs no Algorithm
-    return {"discrete": out, "continuous": cont}
+    return saved
 
 
 def test_loads_from_output_dir_without_ray_and_keeps_action_semantics(checkpoints):
@@ -91,7 +95,7 @@ def test_observation_stats_match_rllib_filter_and_stay_frozen(checkpoints):
 
 def test_exported_controller_round_trips_and_reproduces_the_rllib_module(checkpoints, tmp_path):
     """The export (torch.load(weights_only=True), no RLlib) acts exactly as RLlib's RLModule does."""
-    for kind in ("discrete", "continuous"):
+    for kind in ("discrete", "continuous", "levels"):
         out = export_controller(checkpoints[kind], tmp_path / f"{kind}.pt")
         payload = torch.load(out, weights_only=True)
         assert payload["format"] == "lrservice-controller" and payload["version"] == 1
@@ -107,7 +111,7 @@ def test_exported_controller_round_trips_and_reproduces_the_rllib_module(checkpo
         torch.testing.assert_close(out_export, out_module, rtol=1e-5, atol=1e-6)
         dist = module.get_inference_action_dist_cls().from_logits(out_module).to_deterministic().sample().numpy()
         got = ctrl.actions(rows)
-        if kind == "discrete":
+        if kind != "continuous":
             np.testing.assert_array_equal(got, dist)
         else:
             np.testing.assert_allclose(got, np.clip(dist, -1, 1), rtol=1e-5, atol=1e-6)
@@ -141,6 +145,17 @@ def test_continuous_next_lr_uses_the_mean_as_a_log_factor(checkpoints):
     with torch.no_grad():
         mean = float(module.forward_inference({"obs": torch.as_tensor(ctrl.normalise(x[None]))})["action_dist_inputs"][0, 0])
     assert ctrl.next_lr(x, 1e-3) == pytest.approx(1e-3 * 1.2 ** float(np.clip(mean, -1, 1)), rel=1e-5)
+
+
+def test_levels_next_lr_is_the_argmax_level_whatever_the_current_lr(checkpoints):
+    ctrl = LearnedController.from_checkpoint(checkpoints["levels"])
+    module = _rllib_module(checkpoints["levels"])
+    x = np.array([0.5, 0.6, 3.0, 1.0, 0.0, 0.01, 1e-3], dtype=np.float32)
+    with torch.no_grad():
+        logits = module.forward_inference({"obs": torch.as_tensor(ctrl.normalise(x[None]))})["action_dist_inputs"][0]
+    expected = LEVELS[int(torch.argmax(logits))]
+    assert [ctrl.next_lr(x, lr) for lr in (1e-5, 1e-3, 0.05)] == [expected] * 3
+    assert ctrl.action_probabilities(x[None]).shape == (1, len(LEVELS))
 
 
 def test_drives_a_lenet5_child_on_another_task_to_completion(checkpoints):

@@ -41,6 +41,8 @@ def lr_factor(action: Any, controller: ControllerConfig) -> float:
     Discrete: ``action_factors[action]``. Continuous: a log-factor ``a`` clipped to [-1, 1],
     giving ``factor ** a`` (symmetric: +a and -a undo each other).
     """
+    if controller.action_space == "levels":
+        raise ValueError("lr_factor: a levels action sets the LR, it does not scale it; use next_lr")
     if controller.action_space == "discrete":
         return float(controller.action_factors[int(np.asarray(action).reshape(-1)[0])])
     a = float(np.clip(np.asarray(action, dtype=np.float64).reshape(-1)[0], -1.0, 1.0))
@@ -50,19 +52,27 @@ def lr_factor(action: Any, controller: ControllerConfig) -> float:
 def next_lr(lr: float, action: Any, controller: ControllerConfig, rng: np.random.Generator) -> float:
     """The LR after one action, then optional noise, then clipping to ``[lr_min, lr_max]``.
 
+    ``levels`` sets the LR to ``levels[action]``; the other spaces multiply it by
+    :func:`lr_factor`.
+
     Noise is multiplicative, ``lr * exp(N(0, lr_noise_std))``, so it is relative and never
     makes the LR negative.
     """
-    lr = lr * lr_factor(action, controller)
+    if controller.action_space == "levels":
+        lr = float(controller.levels[int(np.asarray(action).reshape(-1)[0])])
+    else:
+        lr = lr * lr_factor(action, controller)
     if controller.lr_noise_std > 0:
         lr = lr * float(np.exp(rng.normal(0.0, controller.lr_noise_std)))
     return float(np.clip(lr, controller.lr_min, controller.lr_max))
 
 
 def action_space(controller: ControllerConfig) -> gym.Space:
-    """``Discrete(len(action_factors))`` or a 1-D ``Box`` over the log-factor ``[-1, 1]``."""
+    """``Discrete`` over the factors or levels, or a 1-D ``Box`` over the log-factor ``[-1, 1]``."""
     if controller.action_space == "discrete":
         return gym.spaces.Discrete(len(controller.action_factors))
+    if controller.action_space == "levels":
+        return gym.spaces.Discrete(len(controller.levels))
     return gym.spaces.Box(np.float32(-1.0), np.float32(1.0), shape=(1,), dtype=np.float32)
 
 

@@ -99,15 +99,15 @@ class LearnedController:
     def actions(self, rows: np.ndarray) -> np.ndarray:
         """Deterministic env actions for raw feature-set rows ``(K, F)``: indices, or log-factors ``(K, 1)``."""
         out = self.network(torch.as_tensor(self.normalise(finite_features(np.atleast_2d(rows)))))
-        if self.config.action_space == "discrete":
+        if self.config.action_space != "continuous":  # discrete factors or levels: the most probable action
             return out.argmax(dim=1).numpy()
         return out[:, : out.shape[1] // 2].clamp(-1.0, 1.0).numpy()  # the Gaussian's mean
 
     @torch.no_grad()
     def action_probabilities(self, rows: np.ndarray) -> np.ndarray:
         """The stochastic training policy's probability of each discrete action for feature-set rows ``(K, F)``."""
-        if self.config.action_space != "discrete":
-            raise ValueError("action_probabilities: only a discrete controller has action probabilities")
+        if self.config.action_space == "continuous":
+            raise ValueError("action_probabilities: a continuous controller has no action probabilities")
         out = self.network(torch.as_tensor(self.normalise(finite_features(np.atleast_2d(rows)))))
         return torch.softmax(out, dim=1).numpy()
 

@@ -185,7 +185,7 @@ def train_controller(config: RunConfig, output_dir: str | os.PathLike, iteration
 def _check_same_sections(config: RunConfig, meta: Mapping[str, Any], checkpoint: Path) -> None:
     """Resuming with another task or env semantics would mix two problems in one policy."""
     stored = config_from_dict({"task": meta["task"], "controller": meta["controller"]})
-    env_fields = ("features", "action_space", "action_every", "factor", "factors", "lr_min", "lr_max", "reward",
+    env_fields = ("features", "action_space", "action_every", "factor", "factors", "levels", "lr_min", "lr_max", "reward",
                   "baseline", "twin_policy", "tasks", "hidden")
     for name in env_fields:
         if getattr(stored.controller, name) != getattr(config.controller, name):
