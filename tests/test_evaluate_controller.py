@@ -117,12 +117,13 @@ def test_pretrained_controllers_resolve_by_name():
 
 
 @pytest.mark.slow
-def test_shipped_controller_deterministic_policy_behaves():
-    """The shipped controller's mode (what deployment uses) anneals, and beats the constant LR it
+@pytest.mark.parametrize("name", ["digits-mlp", "mnist1d-mlp"])
+def test_shipped_controller_deterministic_policy_behaves(name):
+    """Each shipped controller's mode (what deployment uses) anneals, and beats the constant LR it
     started from when that start is off (1e-2 too high, 1e-4 too low), on seeds it never saw."""
     from lrservice.control.evaluate import run_baselines
 
-    ctrl = LearnedController.from_checkpoint("pretrained:digits-mlp")
+    ctrl = LearnedController.from_checkpoint(f"pretrained:{name}")
     task = ctrl.task
     data = load_task_data(task)
     seeds = (2000, 2001, 2002)

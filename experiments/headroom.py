@@ -1,0 +1,72 @@
+"""How much room is there above tuned cosine? Many fixed schedules on a task's held-out seeds.
+
+    python experiments/headroom.py configs/digits-mlp-controller.yaml
+
+Runs cosine (7 peak LRs), linear decay, warmup-free WSD (last 20% / 40% linear decay) and
+exponential decay to 1e-5 (4 peak LRs each) on the config's ``evaluate.seeds`` — all children
+in one batched pool, same seed = same initial weights and batch order — and prints each
+schedule's final validation loss, test accuracy and paired difference to cosine at 3e-3 (the
+LR the evidence protocol tunes cosine to on digits and MNIST-1D). docs/controller.md quotes it:
+a controller can only beat tuned cosine by more than the best fixed schedule does if it adapts
+to the run in front of it.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+
+import numpy as np
+import torch
+
+from lrservice.child.pool import child_pool
+from lrservice.child.trainer import load_task_data
+from lrservice.config import load_config
+
+REFERENCE = "cosine 0.003"
+
+
+def schedules(steps: int) -> dict:
+    """Name -> step -> LR."""
+    out = {}
+    for lr in (1e-3, 2e-3, 3e-3, 4e-3, 5e-3, 7e-3, 1e-2):
+        out[f"cosine {lr:g}"] = lambda s, lr=lr: lr * 0.5 * (1 + math.cos(math.pi * s / steps))
+    for lr in (2e-3, 3e-3, 5e-3, 7e-3):
+        out[f"linear {lr:g}"] = lambda s, lr=lr: lr * (1 - s / steps)
+        for frac in (0.2, 0.4):
+            out[f"wsd{int(frac * 100)} {lr:g}"] = (
+                lambda s, lr=lr, frac=frac: lr if s < (1 - frac) * steps else lr * (steps - s) / (frac * steps))
+        out[f"exp {lr:g}->1e-5"] = lambda s, lr=lr: lr * (1e-5 / lr) ** (s / steps)
+    return out
+
+
+def main(config_path: str) -> None:
+    torch.set_num_threads(1)
+    config = load_config(config_path)
+    task, seeds = config.task, list(config.evaluate.seeds)
+    fns = schedules(task.steps)
+    runs = [(name, seed) for name in fns for seed in seeds]
+    started = time.perf_counter()
+    pool = child_pool(task, len(runs), data=load_task_data(task))
+    for i, (name, seed) in enumerate(runs):
+        pool.reset_child(i, fns[name](0), seed)
+    for step in range(task.steps):
+        pool.train_steps(1, lrs=[fns[name](step) for name, _ in runs])
+    val, test = pool.evaluate("val"), pool.evaluate("test")
+    by = {}
+    for i, (name, _) in enumerate(runs):
+        by.setdefault(name, []).append((val[i].loss, test[i].accuracy))
+    ref = np.array([v for v, _ in by[REFERENCE]])
+    print(f"{task.dataset}/{task.model}, {task.steps} steps, held-out seeds {seeds[0]}..{seeds[-1]}\n")
+    print(f"| schedule | final val loss | test acc | Δ val loss vs {REFERENCE} (± s.e.) |\n|---|---|---|---|")
+    for name, rows in sorted(by.items(), key=lambda kv: np.mean([v for v, _ in kv[1]])):
+        a = np.array(rows)
+        d = a[:, 0] - ref
+        print(f"| {name} | {a[:, 0].mean():.4f} ± {a[:, 0].std(ddof=1):.4f} | {a[:, 1].mean():.4f} | "
+              f"{d.mean():+.4f} ± {d.std(ddof=1) / math.sqrt(len(d)):.4f} |")
+    print(f"\n{len(runs)} children, {time.perf_counter() - started:.0f} s")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])
