@@ -20,9 +20,9 @@ import time
 import numpy as np
 import torch
 
-from lrservice.child.pool import child_pool
 from lrservice.child.trainer import load_task_data
 from lrservice.config import load_config
+from lrservice.control.evaluate import run_schedules
 
 REFERENCE = "cosine 0.003"
 
@@ -45,18 +45,12 @@ def main(config_path: str) -> None:
     torch.set_num_threads(1)
     config = load_config(config_path)
     task, seeds = config.task, list(config.evaluate.seeds)
-    fns = schedules(task.steps)
-    runs = [(name, seed) for name in fns for seed in seeds]
     started = time.perf_counter()
-    pool = child_pool(task, len(runs), data=load_task_data(task))
-    for i, (name, seed) in enumerate(runs):
-        pool.reset_child(i, fns[name](0), seed)
-    for step in range(task.steps):
-        pool.train_steps(1, lrs=[fns[name](step) for name, _ in runs])
-    val, test = pool.evaluate("val"), pool.evaluate("test")
+    runs = run_schedules(task, load_task_data(task), [(name, fn(0), seed, fn) for name, fn in
+                                                        schedules(task.steps).items() for seed in seeds])
     by = {}
-    for i, (name, _) in enumerate(runs):
-        by.setdefault(name, []).append((val[i].loss, test[i].accuracy))
+    for run in runs:
+        by.setdefault(run.arm, []).append((run.val_loss, run.test_accuracy))
     ref = np.array([v for v, _ in by[REFERENCE]])
     print(f"{task.dataset}/{task.model}, {task.steps} steps, held-out seeds {seeds[0]}..{seeds[-1]}\n")
     print(f"| schedule | final val loss | test acc | Δ val loss vs {REFERENCE} (± s.e.) |\n|---|---|---|---|")

@@ -217,10 +217,7 @@ class ControllerConfig:
         if not lrs:
             raise ConfigError(f"{path}.initial_lrs: must name at least one learning rate")
         for lr in lrs:
-            if not self.lr_min <= lr <= self.lr_max:
-                raise ConfigError(
-                    f"{path}.initial_lrs: {lr!r} is not allowed; it must lie in [lr_min, lr_max] = [{self.lr_min}, {self.lr_max}]"
-                )
+            self._check_in_range(f"{path}.initial_lrs", lr)
         if self.twin_policy:
             if self.baseline != "twin":
                 raise ConfigError(f"{path}.twin_policy: is only used with baseline: twin (baseline is {self.baseline!r})")
@@ -244,9 +241,13 @@ class ControllerConfig:
             raise ConfigError(f"{path}.levels: {list(self.levels)!r} is not allowed; action_space: levels needs at least "
                               "two learning rates, e.g. [0.0001, 0.001, 0.003]")
         for i, lr in enumerate(self.levels):
-            if not self.lr_min <= lr <= self.lr_max:
-                raise ConfigError(f"{path}.levels[{i}]: {lr!r} is not allowed; it must lie in [lr_min, lr_max] = "
-                                  f"[{self.lr_min}, {self.lr_max}]")
+            self._check_in_range(f"{path}.levels[{i}]", lr)
+
+    def _check_in_range(self, field_path: str, lr: float) -> None:
+        """An LR the controller starts from or sets must lie within the clipping range."""
+        if not self.lr_min <= lr <= self.lr_max:
+            raise ConfigError(f"{field_path}: {lr!r} is not allowed; it must lie in [lr_min, lr_max] = "
+                              f"[{self.lr_min}, {self.lr_max}]")
 
 
 @dataclass(frozen=True)

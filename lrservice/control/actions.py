@@ -35,6 +35,11 @@ def episode_tasks(task: TaskConfig, controller: ControllerConfig) -> tuple[TaskC
     return controller.tasks or (task,)
 
 
+def _index(action: Any) -> int:
+    """A discrete action as an int, whether given as a scalar or a 1-element array."""
+    return int(np.asarray(action).reshape(-1)[0])
+
+
 def lr_factor(action: Any, controller: ControllerConfig) -> float:
     """What ``action`` multiplies the LR by.
 
@@ -44,7 +49,7 @@ def lr_factor(action: Any, controller: ControllerConfig) -> float:
     if controller.action_space == "levels":
         raise ValueError("lr_factor: a levels action sets the LR, it does not scale it; use next_lr")
     if controller.action_space == "discrete":
-        return float(controller.action_factors[int(np.asarray(action).reshape(-1)[0])])
+        return float(controller.action_factors[_index(action)])
     a = float(np.clip(np.asarray(action, dtype=np.float64).reshape(-1)[0], -1.0, 1.0))
     return float(controller.factor ** a)
 
@@ -59,7 +64,7 @@ def next_lr(lr: float, action: Any, controller: ControllerConfig, rng: np.random
     makes the LR negative.
     """
     if controller.action_space == "levels":
-        lr = float(controller.levels[int(np.asarray(action).reshape(-1)[0])])
+        lr = float(controller.levels[_index(action)])
     else:
         lr = lr * lr_factor(action, controller)
     if controller.lr_noise_std > 0:

@@ -151,11 +151,12 @@ def export_payload(ckpt: Path, extra: Mapping[str, Any] | None = None) -> dict[s
     activation = module.model_config.get("fcnet_activation", "tanh") if isinstance(module.model_config, dict) \
         else getattr(module.model_config, "fcnet_activation", "tanh")
     stats = observation_stats(ckpt)
-    n = len(FEATURE_SETS[meta["controller"].get("features", "paper")])
+    features = FEATURE_SETS[meta["controller"].get("features", "paper")]
+    n = len(features)
     payload = {
         "format": EXPORT_FORMAT, "version": EXPORT_VERSION,
         "task": meta["task"], "controller": meta["controller"],
-        "features": list(FEATURE_SETS[meta["controller"].get("features", "paper")]),
+        "features": list(features),
         "normaliser": {
             "mean": torch.as_tensor(stats["mean"] if stats["mean"] is not None else np.zeros(n), dtype=torch.float64),
             "std": torch.as_tensor(stats["std"] if stats["std"] is not None else np.ones(n), dtype=torch.float64),

@@ -96,20 +96,22 @@ class LearnedController:
         return x.astype(np.float32)
 
     @torch.no_grad()
+    def _outputs(self, rows: np.ndarray) -> torch.Tensor:
+        """The actor's outputs (logits, or Gaussian mean and log-std) for raw feature-set rows ``(K, F)``."""
+        return self.network(torch.as_tensor(self.normalise(finite_features(np.atleast_2d(rows)))))
+
     def actions(self, rows: np.ndarray) -> np.ndarray:
         """Deterministic env actions for raw feature-set rows ``(K, F)``: indices, or log-factors ``(K, 1)``."""
-        out = self.network(torch.as_tensor(self.normalise(finite_features(np.atleast_2d(rows)))))
+        out = self._outputs(rows)
         if self.config.action_space != "continuous":  # discrete factors or levels: the most probable action
             return out.argmax(dim=1).numpy()
         return out[:, : out.shape[1] // 2].clamp(-1.0, 1.0).numpy()  # the Gaussian's mean
 
-    @torch.no_grad()
     def action_probabilities(self, rows: np.ndarray) -> np.ndarray:
         """The stochastic training policy's probability of each discrete action for feature-set rows ``(K, F)``."""
         if self.config.action_space == "continuous":
             raise ValueError("action_probabilities: a continuous controller has no action probabilities")
-        out = self.network(torch.as_tensor(self.normalise(finite_features(np.atleast_2d(rows)))))
-        return torch.softmax(out, dim=1).numpy()
+        return torch.softmax(self._outputs(rows), dim=1).numpy()
 
     def observation(self, paper_features: np.ndarray, progress: float | None) -> np.ndarray:
         """This controller's feature row from the 7 paper features and the fraction of training done."""

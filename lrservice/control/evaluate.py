@@ -54,11 +54,18 @@ def _schedule_lr(kind: str, lr: float, steps: int) -> Callable[[int], float]:
 
 def run_baselines(task: TaskConfig, data: ChildData, runs: Sequence[tuple[str, float, int]],
                   record_every: int = 10) -> list[Run]:
-    """Children under fixed schedules, stepped together: ``runs`` are ``(kind, lr, seed)``."""
+    """Children under tuned-baseline schedules, stepped together: ``runs`` are ``(kind, lr, seed)``."""
+    return run_schedules(task, data, [(kind, lr, seed, _schedule_lr(kind, lr, task.steps)) for kind, lr, seed in runs],
+                         record_every)
+
+
+def run_schedules(task: TaskConfig, data: ChildData, runs: Sequence[tuple[str, float, int, Callable[[int], float]]],
+                  record_every: int = 10) -> list[Run]:
+    """Children under any fixed schedules (step -> LR), stepped together: ``runs`` are ``(arm, lr, seed, fn)``."""
     pool = child_pool(task, len(runs), data=data)
-    fns = [_schedule_lr(kind, lr, task.steps) for kind, lr, _ in runs]
-    for i, (_, lr, seed) in enumerate(runs):
-        pool.reset_child(i, float(fns[i](0)), seed)
+    fns = [fn for *_, fn in runs]
+    for i, (_, _, seed, fn) in enumerate(runs):
+        pool.reset_child(i, float(fn(0)), seed)
     trace = []
     for step in range(task.steps):
         lrs = [f(step) for f in fns]
@@ -68,8 +75,8 @@ def run_baselines(task: TaskConfig, data: ChildData, runs: Sequence[tuple[str, f
     val, test = pool.evaluate("val"), pool.evaluate("test")
     diverged = pool.diverged
     trace = np.asarray(trace)
-    return [Run(kind, lr, seed, val[i].loss, val[i].accuracy, test[i].loss, test[i].accuracy, bool(diverged[i]),
-                tuple(trace[:, i])) for i, (kind, lr, seed) in enumerate(runs)]
+    return [Run(arm, lr, seed, val[i].loss, val[i].accuracy, test[i].loss, test[i].accuracy, bool(diverged[i]),
+                tuple(trace[:, i])) for i, (arm, lr, seed, _) in enumerate(runs)]
 
 
 def run_controller(controller: LearnedController, task: TaskConfig, data: ChildData,

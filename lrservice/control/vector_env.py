@@ -20,9 +20,9 @@ from gymnasium.vector import AutoresetMode
 from gymnasium.vector.utils import batch_space
 
 from lrservice.child.data import ChildData
+from lrservice.child.trainer import cached_task_data
 from lrservice.config import ConfigError
 from lrservice.control.actions import action_space, env_sections, observation_space
-from lrservice.child.trainer import cached_task_data
 from lrservice.control.episodes import EpisodeBatch
 
 VECTOR_ENV_NAME = "lrservice-lr-control-vector"
