@@ -31,6 +31,7 @@ DEVICES = ("auto", "cpu", "cuda")
 ACTION_SPACES = ("discrete", "continuous", "levels")
 REWARDS = ("dense", "final", "log_improvement")
 REWARD_BASELINES = ("none", "twin")
+ENVELOPES = ("none", "cosine", "linear")  # lrservice.control.actions.envelope gives their shapes
 FEATURE_SETS = ("paper", "extended")  # the keys of lrservice.child.features.FEATURE_SETS (a test checks)
 ARM_KINDS = BASELINES + ("policy", "controller", "pbt")
 DEFAULT_DATA_DIR = "~/.cache/lrservice/data"
@@ -144,8 +145,12 @@ class ControllerConfig:
       ``log_improvement`` (log L_prev - log L_now: telescopes to log L_0/L_T).
     - ``baseline``: ``none`` or ``twin`` (a reference child with the same initial weights
       and batch order trained under ``twin_policy``; the reward is the controller child's
-      minus the twin's). ``twin_policy`` empty means constant at the episode's initial LR;
-      else a zoo or composite policy (as a ``policy`` arm's params).
+      minus the twin's). ``twin_policy`` empty means the controller that always keeps: the
+      episode's initial LR (times the envelope); else a zoo or composite policy (as a ``policy`` arm's params).
+    - ``envelope``: ``none`` (the LR in force is the controller's LR) or a base schedule the
+      controller steers: ``cosine`` or ``linear`` decay over the episode; the controller's
+      actions move a *level* and the LR in force is ``level * envelope(progress)``, so
+      "keep" is the base schedule and the policy learns only corrections to it.
     - ``tasks``: episodes are drawn across these tasks (multi-task); empty: the run's task.
 
     PPO training: ``hidden`` .. ``checkpoint_every``. Output: ``checkpoint_dir``.
@@ -167,6 +172,7 @@ class ControllerConfig:
     baseline: str = "none"
     twin_policy: dict = field(default_factory=dict)
     divergence_penalty: float = 10.0
+    envelope: str = "none"
     tasks: tuple[TaskConfig, ...] = ()
     # -- PPO training -------------------------------------------------------------------
     hidden: tuple[int, ...] = (32, 32)
@@ -194,6 +200,7 @@ class ControllerConfig:
         _choice(f"{path}.action_space", self.action_space, ACTION_SPACES)
         _choice(f"{path}.reward", self.reward, REWARDS)
         _choice(f"{path}.baseline", self.baseline, REWARD_BASELINES)
+        _choice(f"{path}.envelope", self.envelope, ENVELOPES)
         for name in ("action_every", "iterations", "train_batch_size", "minibatch_size",
                      "num_epochs", "ppo_lr", "num_envs_per_env_runner", "checkpoint_every",
                      "lr_min", "lr_max"):

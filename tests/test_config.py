@@ -50,6 +50,7 @@ def test_bad_choice_names_field_value_and_allowed(data, field, allowed):
     ({"controller": {"features": "all"}}, "controller.features: 'all' is not allowed; choose one of: paper, extended"),
     ({"controller": {"reward": "log"}}, "controller.reward: 'log' is not allowed; choose one of: dense, final, log_improvement"),
     ({"controller": {"baseline": "twins"}}, "controller.baseline: 'twins' is not allowed; choose one of: none, twin"),
+    ({"controller": {"envelope": "cos"}}, "controller.envelope: 'cos' is not allowed; choose one of: none, cosine, linear"),
     ({"controller": {"factors": [2.0]}}, "controller.factors: [2.0] is not allowed; give at least two factors"),
     ({"controller": {"factors": [0.5, -1.0]}}, "controller.factors[1]: -1.0"),
     ({"controller": {"action_space": "levels"}}, "controller.levels: [] is not allowed; action_space: levels needs"),

@@ -212,13 +212,13 @@ def test_controller_scheduler_is_a_torch_lr_scheduler(checkpoints):
         scheduler.step()
     # ---------------------------------------------------------------------------------------
     assert isinstance(scheduler, torch.optim.lr_scheduler.LRScheduler)
-    assert len(seen) == 5 and len(ctrl.history) == 5
+    assert len(seen) == 4 and len(ctrl.history) == 4  # steps 10, 20, 30, 40: none at the run's end (50)
     lr = 1e-2
     for feats, (before, after) in zip(seen, ctrl.history):
         assert before == lr and feats[6] == pytest.approx(lr, rel=1e-6)  # feature 7 is the LR in force
         lr = ctrl.next_lr(feats, lr)
         assert lr == after
-    assert optimizer.param_groups[0]["lr"] == ctrl.history[4][1] == scheduler.get_last_lr()[0]
+    assert optimizer.param_groups[0]["lr"] == ctrl.history[3][1] == scheduler.get_last_lr()[0]
     state = scheduler.state_dict()
     assert state["last_epoch"] == 50 and "controller" not in state and "optimizer" not in state
     fresh = ControllerScheduler(torch.optim.SGD(model.parameters(), lr=1.0), ctrl, lambda: seen[-1], total_steps=50)

@@ -16,7 +16,7 @@ import torch
 from lrservice.child import ChildTrainer, load_task_data
 from lrservice.child.features import EXTENDED_NAMES, FEATURE_NAMES, feature_set
 from lrservice.config import ConfigError, ControllerConfig, TaskConfig, config_from_dict
-from lrservice.control.actions import step_reward
+from lrservice.control.actions import envelope, lr_in_force, step_reward
 from lrservice.control.env import LRControlEnv, env_config
 from lrservice.control.episodes import EpisodeBatch
 from lrservice.control.vector_env import LRVectorEnv
@@ -43,6 +43,42 @@ def test_extended_features_append_progress_and_logs():
     np.testing.assert_array_equal(feature_set(paper, 0.3, "paper"), paper)
     rows = feature_set(np.stack([paper, paper]), np.array([0.0, 1.0]), "extended")
     assert rows[:, 7].tolist() == [0.0, 1.0]
+    steered = feature_set(np.stack([paper, paper]), 0.3, "extended", level=np.array([1e-2, 1e-4]))
+    np.testing.assert_array_equal(steered[:, :11], np.stack([ext, ext]))
+    np.testing.assert_allclose(steered[:, 11], [-2.0, -4.0], atol=1e-6)  # log10 of each level
+
+
+@pytest.mark.parametrize("name,progress,expected", [
+    ("none", 0.7, 1.0),
+    ("cosine", 0.0, 1.0), ("cosine", 0.25, (1 + math.sqrt(0.5)) / 2), ("cosine", 0.5, 0.5), ("cosine", 1.0, 0.0),
+    ("linear", 0.0, 1.0), ("linear", 0.3, 0.7), ("linear", 1.0, 0.0),
+    ("cosine", 1.5, 0.0), ("linear", -0.2, 1.0),  # progress outside [0, 1] is clipped
+])
+def test_envelopes_by_hand(name, progress, expected):
+    c = ControllerConfig(envelope=name)
+    assert envelope(c, progress) == pytest.approx(expected, abs=1e-12)
+    assert lr_in_force(3e-3, progress, c) == pytest.approx(3e-3 * expected, abs=1e-15)
+
+
+def test_envelope_scales_the_level_and_the_keeping_twin_matches(data):
+    """Under a cosine envelope the child trains at level * (1 + cos(pi s / T)) / 2 from each block
+    start s; the default twin is the controller that keeps, so keeping earns exactly 0."""
+    c = ControllerConfig(features="extended", envelope="cosine", reward="log_improvement", baseline="twin",
+                         factors=FACTORS, initial_lr=1e-3)
+    batch = EpisodeBatch(TASK, c, 1, data_for=lambda _t: data, seed=0)
+    obs, _ = batch.reset()
+    assert obs.shape == (1, len(EXTENDED_NAMES) + 1) and obs[0, -1] == pytest.approx(-3.0)  # log10 of the level
+    pool, s, twin = batch._where(0)
+    for start in (0, 10, 20):
+        obs, rewards, _, info = batch.step([KEEP])
+        expected = 1e-3 * (1 + math.cos(math.pi * start / TASK.steps)) / 2
+        assert info["lr"][0] == pytest.approx(expected, rel=1e-12) and info["level"][0] == pytest.approx(1e-3)
+        assert pool.lrs[s] == pytest.approx(expected, rel=1e-12) and pool.lrs[twin] == pytest.approx(expected, rel=1e-12)
+        assert rewards[0] == pytest.approx(0.0, abs=1e-6)
+    obs, rewards, _, info = batch.step([4])  # x2 moves the level; the envelope still applies
+    assert info["level"][0] == pytest.approx(2e-3) and obs[0, -1] == pytest.approx(math.log10(2e-3), rel=1e-6)
+    assert pool.lrs[s] == pytest.approx(2e-3 * (1 + math.cos(math.pi * 30 / TASK.steps)) / 2, rel=1e-12)
+    assert rewards[0] != 0.0
 
 
 @pytest.mark.parametrize("reward,expected", [

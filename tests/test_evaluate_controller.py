@@ -9,6 +9,10 @@ differences recomputed from runs.parquet.
 
 from __future__ import annotations
 
+import dataclasses
+import math
+import shutil
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -20,7 +24,7 @@ from lrservice.cli import main
 from lrservice.compare.stats import compare_paired
 from lrservice.config import config_from_dict
 from lrservice.control.checkpoint import EXPORT_FORMAT, EXPORT_VERSION
-from lrservice.control.controller import LearnedController
+from lrservice.control.controller import ControllerScheduler, LearnedController
 from lrservice.control.evaluate import run_controller
 
 TASK = {"dataset": "digits", "model": "mlp", "batch_size": 32, "steps": 40, "val_subset": 64, "device": "cpu"}
@@ -29,13 +33,14 @@ CONTROLLER = {"features": "extended", "factors": [0.5, 1.0, 2.0], "action_every"
 EVALUATE = {"tune_seeds": [5, 6], "seeds": [1, 2, 3], "constant_grid": [0.001, 0.01], "cosine_grid": [0.003, 0.03]}
 
 
-def _export(path, seed=0):
+def _export(path, seed=0, controller=CONTROLLER):
     torch.manual_seed(seed)
-    sizes = [11, 32, 32, 3]
+    n = 11 + (controller.get("envelope", "none") != "none")  # extended features, and the level under an envelope
+    sizes = [n, 32, 32, 3]
     layers = [{"weight": torch.randn(o, i) * 0.5, "bias": torch.randn(o) * 0.5} for i, o in zip(sizes, sizes[1:])]
     payload = {"format": EXPORT_FORMAT, "version": EXPORT_VERSION,
-               "task": TASK, "controller": CONTROLLER, "features": [],
-               "normaliser": {"mean": torch.zeros(11, dtype=torch.float64), "std": torch.ones(11, dtype=torch.float64),
+               "task": TASK, "controller": controller, "features": [],
+               "normaliser": {"mean": torch.zeros(n, dtype=torch.float64), "std": torch.ones(n, dtype=torch.float64),
                               "clip": 10.0, "eps": 1e-8, "count": 0},
                "policy": {"activation": "tanh", "layers": layers},
                "training": {"iteration": 0, "env_steps": 0.0, "child_steps": 1234.0, "episodes": 0.0}}
@@ -43,12 +48,14 @@ def _export(path, seed=0):
     return path
 
 
-def test_controller_runs_equal_a_plain_child_trainer_loop(tmp_path):
-    ctrl = LearnedController.from_checkpoint(_export(tmp_path / "c.pt"))
+@pytest.mark.parametrize("envelope", ["none", "cosine"])
+def test_controller_runs_equal_a_plain_child_trainer_loop(tmp_path, envelope):
+    ctrl = LearnedController.from_checkpoint(_export(tmp_path / "c.pt", controller={**CONTROLLER, "envelope": envelope}))
     task = config_from_dict({"task": TASK}).task
     data = load_task_data(task)
     runs = run_controller(ctrl, task, data, [(0.01, 1), (0.001, 2)])
     for run in runs:
+        ctrl.reset()
         trainer = ChildTrainer(task, data=data)
         trainer.reset(run.initial_lr, run.seed)
         lrs = []
@@ -58,8 +65,68 @@ def test_controller_runs_equal_a_plain_child_trainer_loop(tmp_path):
             lrs.append(trainer.lr)
             trainer.train_steps(ctrl.action_every)
         assert run.lrs == pytest.approx(lrs, rel=1e-9)
+        if envelope == "cosine":  # the last block (steps 30..40) runs at the level times (1 + cos(0.75 pi)) / 2
+            assert lrs[-1] == pytest.approx(ctrl.level * (1 + math.cos(0.75 * math.pi)) / 2, rel=1e-9)
         assert run.val_loss == pytest.approx(trainer.evaluate("val").loss, rel=1e-3)
         assert run.test_accuracy == pytest.approx(trainer.evaluate("test").accuracy, abs=1 / 359 + 1e-9)
+
+
+def test_scheduler_under_an_envelope_keeps_its_level_across_a_state_dict_round_trip(tmp_path):
+    """A cosine-envelope controller as a torch LRScheduler: LR = level * envelope, and the level
+    (not recoverable from the LR in force) is in the state dict, so a resumed run continues exactly."""
+    ctrl = LearnedController.from_checkpoint(_export(tmp_path / "c.pt", controller={**CONTROLLER, "envelope": "cosine"}))
+    task = config_from_dict({"task": TASK}).task
+    data = load_task_data(task)
+    trainer = ChildTrainer(task, data=data)
+    trainer.reset(0.01, 3)
+    trainer.train_steps(5)
+    features, _ = trainer.observe()  # fixed features: the LR path then depends on the scheduler's state alone
+
+    def run(steps, state=None):
+        optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.01)
+        scheduler = ControllerScheduler(optimizer, ctrl, lambda: features, total_steps=task.steps)
+        if state is not None:
+            scheduler.load_state_dict(state)
+            optimizer.param_groups[0]["lr"] = scheduler.get_last_lr()[0]
+        while scheduler.last_epoch < steps:
+            optimizer.step()
+            scheduler.step()
+        return scheduler
+
+    whole = run(task.steps)
+    assert whole.get_last_lr()[0] == pytest.approx(whole.level * (1 + math.cos(0.75 * math.pi)) / 2, rel=1e-9)
+    state = run(25).state_dict()
+    assert state["level"] is not None and "controller" not in state
+    resumed = run(task.steps, state)
+    assert resumed.level == whole.level and resumed.get_last_lr() == pytest.approx(whole.get_last_lr(), rel=1e-12)
+    forgetful = run(task.steps, {**state, "level": None})  # the level read back from the LR in force: wrong
+    assert forgetful.get_last_lr() != pytest.approx(whole.get_last_lr(), rel=1e-6)
+
+
+def test_controller_arm_under_an_envelope_resumes_from_a_checkpoint_identically(tmp_path):
+    """A Tune trial's controller arm (compare) saves the level with its checkpoint: resumed at
+    step 20, it reports the same rows as the uninterrupted run."""
+    from lrservice.compare.arms import trial_spec
+    from lrservice.compare.trainable import run_trial
+    from lrservice.config import ArmConfig, RunConfig
+
+    path = str(_export(tmp_path / "c.pt", controller={**CONTROLLER, "envelope": "cosine"}))
+    config = RunConfig(task=dataclasses.replace(config_from_dict({"task": TASK}).task, eval_every=10))
+    config = dataclasses.replace(config, compare=dataclasses.replace(config.compare, checkpoint_every=20))
+    spec = trial_spec(config, "run-test", "eval", ArmConfig("ctrl", "controller"), {"checkpoint": path, "lr": 0.01}, 0)
+    rows, saved = [], {}
+
+    def report(metrics, directory):
+        rows.append(dict(metrics))
+        if directory is not None:
+            saved[metrics["step"]] = shutil.copytree(directory, tmp_path / f"ckpt-{metrics['step']}")
+
+    run_trial(spec, report)
+    resumed = []
+    run_trial(spec, lambda metrics, directory: resumed.append(dict(metrics)), restore_dir=saved[20])
+    assert [r["step"] for r in resumed] == [30, 40]
+    for a, b in zip(rows[2:], resumed):
+        assert (a["lr"], a["val_loss"]) == (b["lr"], b["val_loss"]), a["step"]
 
 
 def test_cli_writes_tuned_paired_evidence(tmp_path, capsys):

@@ -30,6 +30,7 @@ EXTENDED_NAMES = FEATURE_NAMES + (
     "log_val_loss",
 )
 FEATURE_SETS = {"paper": FEATURE_NAMES, "extended": EXTENDED_NAMES}
+LEVEL_NAME = "log10_level"  # appended to either set under an envelope: the level the controller moves
 LOSS_FLOOR = 1e-8  # log of a loss that reached 0 stays finite
 
 
@@ -49,13 +50,24 @@ def observation_features(train_loss: float, val_loss: float, logits: torch.Tenso
     ], dtype=np.float32)
 
 
-def feature_set(paper: np.ndarray, progress: np.ndarray | float, name: str) -> np.ndarray:
-    """Rows of paper features ``(..., 7)`` as the named set: ``paper`` as is, ``extended`` with 4 more columns."""
+def feature_set(paper: np.ndarray, progress: np.ndarray | float, name: str,
+                level: np.ndarray | float | None = None) -> np.ndarray:
+    """Rows of paper features ``(..., 7)`` as the named set: ``paper`` as is, ``extended`` with 4 more columns.
+
+    ``level`` (a controller steering an envelope) appends :data:`LEVEL_NAME`, log10 of it: the
+    LR in force alone does not say where the level is once the envelope has decayed.
+    """
     paper = np.asarray(paper, dtype=np.float64)
-    if name == "paper":
-        return paper.astype(np.float32)
-    if name != "extended":
+    if name not in FEATURE_SETS:
         raise ValueError(f"features: {name!r} is not allowed; choose one of: {', '.join(FEATURE_SETS)}")
+    rows = paper if name == "paper" else _extended(paper, progress)
+    if level is not None:
+        column = np.broadcast_to(np.log10(np.maximum(np.asarray(level, dtype=np.float64), 1e-30)), paper.shape[:-1])
+        rows = np.concatenate([rows, column[..., None]], axis=-1)
+    return rows.astype(np.float32)
+
+
+def _extended(paper: np.ndarray, progress: np.ndarray | float) -> np.ndarray:
     with np.errstate(divide="ignore", invalid="ignore"):
         extra = np.stack([
             np.broadcast_to(np.asarray(progress, dtype=np.float64), paper.shape[:-1]),
@@ -63,4 +75,4 @@ def feature_set(paper: np.ndarray, progress: np.ndarray | float, name: str) -> n
             np.log(np.maximum(paper[..., 0], LOSS_FLOOR)),
             np.log(np.maximum(paper[..., 1], LOSS_FLOOR)),
         ], axis=-1)
-    return np.concatenate([paper, extra], axis=-1).astype(np.float32)
+    return np.concatenate([paper, extra], axis=-1)

@@ -85,11 +85,14 @@ class LRDriver:
             self.trainer.lr = float(self.controller.next_lr(features, self.trainer.lr, progress))
 
     def state_dict(self) -> dict:
-        return {"scheduler": None if self.scheduler is None else self.scheduler.state_dict(), "last_lr": self.last_lr}
+        return {"scheduler": None if self.scheduler is None else self.scheduler.state_dict(), "last_lr": self.last_lr,
+                "level": getattr(self.controller, "level", None)}  # a controller's level under an envelope
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         if self.scheduler is not None and state.get("scheduler") is not None:
             self.scheduler.load_state_dict(state["scheduler"])
+        if self.controller is not None and state.get("level") is not None:
+            self.controller.level = state["level"]
         self.last_lr = state["last_lr"]
 
 

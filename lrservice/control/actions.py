@@ -1,6 +1,6 @@
 """The controller's episode rules as plain functions: actions, starts, rewards, observations.
 
-What an action does to the LR, how an episode starts (initial LR and child seed), what a step
+What an action does to the LR (its level, under an optional envelope), how an episode starts (initial LR and child seed), what a step
 is rewarded and how observations stay finite. :class:`lrservice.control.episodes.EpisodeBatch`
 is the one place that applies them, for the single env, the vector env and evaluation alike.
 """
@@ -13,7 +13,7 @@ from typing import Any, Mapping
 import gymnasium as gym
 import numpy as np
 
-from lrservice.child.features import FEATURE_SETS
+from lrservice.child.features import FEATURE_SETS, LEVEL_NAME
 from lrservice.config import ConfigError, ControllerConfig, TaskConfig, config_from_dict
 
 FEATURE_CLIP = 1e6  # a diverged child's features are replaced by finite values within this bound
@@ -72,6 +72,25 @@ def next_lr(lr: float, action: Any, controller: ControllerConfig, rng: np.random
     return float(np.clip(lr, controller.lr_min, controller.lr_max))
 
 
+def envelope(controller: ControllerConfig, progress: float) -> float:
+    """The base schedule's multiplier at ``progress`` (child steps done / episode steps) in [0, 1].
+
+    ``none`` 1; ``cosine`` ``(1 + cos(pi p)) / 2``; ``linear`` ``1 - p``. Both decays are 1 at
+    the start, so a level equals the LR in force there.
+    """
+    p = min(max(float(progress), 0.0), 1.0)
+    if controller.envelope == "cosine":
+        return 0.5 * (1.0 + math.cos(math.pi * p))
+    if controller.envelope == "linear":
+        return 1.0 - p
+    return 1.0
+
+
+def lr_in_force(level: float, progress: float, controller: ControllerConfig) -> float:
+    """The LR a child trains with for the block starting at ``progress``: ``level * envelope(progress)``."""
+    return float(level) * envelope(controller, progress)
+
+
 def action_space(controller: ControllerConfig) -> gym.Space:
     """``Discrete`` over the factors or levels, or a 1-D ``Box`` over the log-factor ``[-1, 1]``."""
     if controller.action_space == "discrete":
@@ -81,9 +100,19 @@ def action_space(controller: ControllerConfig) -> gym.Space:
     return gym.spaces.Box(np.float32(-1.0), np.float32(1.0), shape=(1,), dtype=np.float32)
 
 
+def feature_names(controller: ControllerConfig) -> tuple[str, ...]:
+    """The observation's columns: the feature set's, and the level's under an envelope."""
+    return FEATURE_SETS[controller.features] + ((LEVEL_NAME,) if controller.envelope != "none" else ())
+
+
+def observed_level(controller: ControllerConfig, level: float) -> float | None:
+    """What :func:`lrservice.child.features.feature_set` gets as ``level``: the level under an envelope, else None."""
+    return float(level) if controller.envelope != "none" else None
+
+
 def observation_space(controller: ControllerConfig) -> gym.spaces.Box:
-    """The feature set's columns (:data:`lrservice.child.features.FEATURE_SETS`)."""
-    n = len(FEATURE_SETS[controller.features])
+    """The observation's columns (:func:`feature_names`)."""
+    n = len(feature_names(controller))
     return gym.spaces.Box(-FEATURE_CLIP, FEATURE_CLIP, shape=(n,), dtype=np.float32)
 
 

@@ -25,8 +25,8 @@ from typing import Any, Mapping
 import numpy as np
 import torch
 
-from lrservice.child.features import FEATURE_SETS
 from lrservice.config import ConfigError, ControllerConfig, RunConfig, TaskConfig, config_from_dict
+from lrservice.control.actions import feature_names
 from lrservice.files import write_atomic, write_text
 
 CHECKPOINTS = "checkpoints"
@@ -151,7 +151,7 @@ def export_payload(ckpt: Path, extra: Mapping[str, Any] | None = None) -> dict[s
     activation = module.model_config.get("fcnet_activation", "tanh") if isinstance(module.model_config, dict) \
         else getattr(module.model_config, "fcnet_activation", "tanh")
     stats = observation_stats(ckpt)
-    features = FEATURE_SETS[meta["controller"].get("features", "paper")]
+    features = feature_names(config_from_dict({"controller": meta["controller"]}).controller)
     n = len(features)
     payload = {
         "format": EXPORT_FORMAT, "version": EXPORT_VERSION,

@@ -4,6 +4,8 @@
 features are normalised with the statistics frozen at export, the actor network gives the
 deterministic action (argmax for discrete, the mean for continuous) and the action moves
 the LR exactly as in training (:func:`lrservice.control.actions.next_lr`, without noise).
+A controller trained with an envelope moves a level and returns ``level * envelope(progress)``;
+it keeps the level between calls (``reset()`` forgets it, for the next run).
 
 Driving a ChildTrainer::
 
@@ -29,7 +31,7 @@ from torch.optim.lr_scheduler import LRScheduler
 
 from lrservice.child.features import feature_set
 from lrservice.child.observer import ChildObserver  # re-exported: users import it from here with the scheduler
-from lrservice.control.actions import finite_features, next_lr
+from lrservice.control.actions import finite_features, lr_in_force, next_lr, observed_level
 from lrservice.control.checkpoint import export_payload, export_sections, load_export, resolve_checkpoint
 
 __all__ = ["ChildObserver", "ControllerScheduler", "LearnedController", "policy_network"]
@@ -66,6 +68,7 @@ class LearnedController:
         self.std = norm["std"].numpy().astype(np.float64)
         self.clip, self.eps = norm["clip"], float(norm["eps"])
         self.history: list[tuple[float, float]] = []  # (lr in, lr out) per decision since reset()
+        self.level: float | None = None  # the level next_lr set last since reset() (used under an envelope)
         self._rng = np.random.default_rng(0)  # next_lr's noise draw; unused with lr_noise_std = 0
 
     @classmethod
@@ -87,6 +90,7 @@ class LearnedController:
     def reset(self) -> None:
         """Start a new child run: forget the decision history (the policy itself is feed-forward)."""
         self.history.clear()
+        self.level = None
 
     def normalise(self, rows: np.ndarray) -> np.ndarray:
         """Frozen MeanStdFilter: ``clip((x - mean) / (std + eps), -clip, clip)``."""
@@ -113,18 +117,39 @@ class LearnedController:
             raise ValueError("action_probabilities: a continuous controller has no action probabilities")
         return torch.softmax(self._outputs(rows), dim=1).numpy()
 
-    def observation(self, paper_features: np.ndarray, progress: float | None) -> np.ndarray:
-        """This controller's feature row from the 7 paper features and the fraction of training done."""
-        if self.features != "paper" and progress is None:
-            raise ValueError(f"this controller uses {self.features!r} features: pass progress "
-                             "(child steps done / total steps)")
-        return feature_set(np.asarray(paper_features, dtype=np.float32).reshape(7), progress or 0.0, self.features)
+    @property
+    def needs_progress(self) -> bool:
+        """Whether decisions need the fraction of training done (time-aware features or an envelope)."""
+        return self.features != "paper" or self.config.envelope != "none"
+
+    def observation(self, paper_features: np.ndarray, progress: float | None, level: float | None = None) -> np.ndarray:
+        """This controller's feature row from the 7 paper features, the fraction of training done and the level."""
+        if self.needs_progress and progress is None:
+            raise ValueError(f"this controller uses {self.features!r} features and envelope "
+                             f"{self.config.envelope!r}: pass progress (child steps done / total steps)")
+        level = observed_level(self.config, level if level is not None else paper_features[6])
+        return feature_set(np.asarray(paper_features, dtype=np.float32).reshape(7), progress or 0.0, self.features,
+                           level)
+
+    def decide(self, features: np.ndarray, lr: float, progress: float | None = None,
+               level: float | None = None) -> tuple[float, float]:
+        """One decision from the LR in force ``lr``: ``(new level, LR for the next action_every steps)``.
+
+        The action moves the level (clipped to ``[lr_min, lr_max]``): ``level`` if given and the
+        controller steers an envelope, else ``lr`` itself (without an envelope, or on a run's
+        first decision, when the envelope is still 1). The LR returned is the new level under
+        the envelope at ``progress``.
+        """
+        level = float(lr) if level is None or self.config.envelope == "none" else float(level)
+        action = self.actions(self.observation(features, progress, level)[None])[0]
+        new_level = next_lr(level, action, self.config, self._rng)
+        new = lr_in_force(new_level, progress or 0.0, self.config)
+        self.history.append((float(lr), new))
+        return new_level, new
 
     def next_lr(self, features: np.ndarray, lr: float, progress: float | None = None) -> float:
-        """The LR for the next ``action_every`` steps: the action applied, clipped to ``[lr_min, lr_max]``."""
-        action = self.actions(self.observation(features, progress)[None])[0]
-        new = next_lr(float(lr), action, self.config, self._rng)
-        self.history.append((float(lr), new))
+        """The LR for the next ``action_every`` steps, from the LR in force ``lr`` (the level kept since :meth:`reset`)."""
+        self.level, new = self.decide(features, lr, progress, self.level)
         return new
 
 
@@ -132,25 +157,30 @@ class ControllerScheduler(LRScheduler):
     """A :class:`LearnedController` as a torch LR scheduler for any optimizer.
 
     Call ``step()`` once after every ``optimizer.step()``; every ``controller.action_every``
-    steps it asks ``observe_fn()`` for the 7 paper features and sets every param group's LR.
-    ``total_steps`` (the run's length) gives time-aware controllers their progress feature.
-    ``state_dict()`` holds the step count and LRs (not the controller or the callback).
+    steps before ``total_steps`` it asks ``observe_fn()`` for the 7 paper features and sets
+    every param group's LR (after ``total_steps`` the last LR stays).
+    ``total_steps`` (the run's length) gives time-aware controllers their progress feature
+    and envelopes their position. ``state_dict()`` holds the step count, LRs and the level
+    (not the controller or the callback).
     """
 
     def __init__(self, optimizer: torch.optim.Optimizer, controller: LearnedController,
                  observe_fn: Callable[[], np.ndarray], total_steps: int | None = None, last_epoch: int = -1):
-        if controller.features != "paper" and not total_steps:
-            raise ValueError(f"ControllerScheduler: a controller with {controller.features!r} features needs "
-                             "total_steps (the run's length) for its progress feature")
+        if controller.needs_progress and not total_steps:
+            raise ValueError(f"ControllerScheduler: a controller with {controller.features!r} features and envelope "
+                             f"{controller.config.envelope!r} needs total_steps (the run's length) for its progress")
         self.controller, self.observe_fn, self.total_steps = controller, observe_fn, total_steps
+        self.level: float | None = None  # the controller's level under an envelope, from the first decision on
         super().__init__(optimizer, last_epoch)
 
     def get_lr(self) -> list[float]:
         current = [float(g["lr"]) for g in self.optimizer.param_groups]
         if self.last_epoch <= 0 or self.last_epoch % self.controller.action_every:
             return current
-        progress = min(1.0, self.last_epoch / self.total_steps) if self.total_steps else None
-        lr = self.controller.next_lr(self.observe_fn(), current[0], progress)
+        if self.total_steps and self.last_epoch >= self.total_steps:  # the run is over: no block left to decide for
+            return current
+        progress = self.last_epoch / self.total_steps if self.total_steps else None
+        self.level, lr = self.controller.decide(self.observe_fn(), current[0], progress, self.level)
         return [lr] * len(current)
 
     def state_dict(self) -> dict:

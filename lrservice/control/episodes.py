@@ -25,7 +25,8 @@ from lrservice.child.data import ChildData
 from lrservice.child.features import feature_set
 from lrservice.child.pool import ChildPool, child_pool
 from lrservice.config import ControllerConfig, TaskConfig
-from lrservice.control.actions import draw_start, episode_tasks, finite_features, next_lr, step_reward
+from lrservice.control.actions import (draw_start, episode_tasks, finite_features, lr_in_force, next_lr, observed_level,
+                                       step_reward)
 from lrservice.schedules import policy_from_dict
 
 PoolFactory = Callable[[TaskConfig, int], ChildPool]
@@ -55,7 +56,8 @@ class EpisodeBatch:
                       for tk, m in zip(self.tasks, self.controlled)]
         n = self.n
         self.task_of = np.array([i % len(self.tasks) if self.round_robin else 0 for i in range(n)])
-        self.lr = np.zeros(n)
+        self.lr = np.zeros(n)  # each env's level: the LR itself without an envelope
+        self.lr_now = np.zeros(n)  # the LR in force: level * envelope at the current block's start
         self.initial_lr = np.zeros(n)
         self.child_seed = np.zeros(n, dtype=np.int64)
         self.prev_loss = np.zeros(n)
@@ -72,9 +74,13 @@ class EpisodeBatch:
     def steps_of(self, i: int) -> int:
         return self.tasks[int(self.task_of[i])].steps
 
+    def _in_force(self, i: int, level: float, step: int) -> float:
+        """The LR env ``i``'s child trains with from ``step``: ``level`` under the envelope."""
+        return lr_in_force(level, step / self.steps_of(i), self.controller)
+
     def _twin_lr(self, i: int, step: int) -> float:
-        if self._twin_policy is None:
-            return float(self.initial_lr[i])
+        if self._twin_policy is None:  # the controller that always keeps
+            return self._in_force(i, float(self.initial_lr[i]), step)
         return float(np.clip(self._twin_policy(step), self.controller.lr_min, self.controller.lr_max))
 
     # -- episodes ------------------------------------------------------------------------
@@ -86,7 +92,7 @@ class EpisodeBatch:
             self.task_of[i] = int(self.rng.integers(len(self.tasks))) if task is None else int(task)
         lr = float(lr if initial_lr is None else initial_lr)
         seed = int(seed if child_seed is None else child_seed)
-        self.lr[i], self.initial_lr[i], self.child_seed[i] = lr, lr, seed
+        self.lr[i], self.lr_now[i], self.initial_lr[i], self.child_seed[i] = lr, lr, lr, seed
         pool, s, twin = self._where(i)
         pool.reset_child(s, lr, seed)
         if twin is not None:
@@ -125,7 +131,8 @@ class EpisodeBatch:
                 if self.task_of[i] != t:
                     continue
                 _, s, twin = self._where(int(i))
-                pool.set_lr(s, float(self.lr[i]))
+                self.lr_now[i] = self._in_force(int(i), float(self.lr[i]), int(steps[s]))
+                pool.set_lr(s, float(self.lr_now[i]))
                 if twin is not None:
                     pool.set_lr(twin, self._twin_lr(int(i), int(steps[s])))
                 blocks.setdefault(min(c.action_every, self.tasks[t].steps - int(steps[s])), []).append(int(i))
@@ -169,14 +176,15 @@ class EpisodeBatch:
             feats, ev = per_pool[t]
             _, s, twin = self._where(i)
             progress = float(self.pools[t].step[s]) / self.tasks[t].steps
-            rows.append(feature_set(feats[s], progress, self.controller.features))
+            rows.append(feature_set(feats[s], progress, self.controller.features,
+                                    observed_level(self.controller, self.lr[i])))
             evals.append(ev[s])
             twin_evals.append(None if twin is None else ev[twin])
         return finite_features(np.stack(rows)), evals, twin_evals
 
     def _infos(self, evals, twin_evals, train_loss, diverged) -> dict:
         steps = np.array([int(self._where(i)[0].step[self._where(i)[1]]) for i in range(self.n)])
-        infos = {"lr": self.lr.copy(), "initial_lr": self.initial_lr.copy(), "child_seed": self.child_seed.copy(),
+        infos = {"lr": self.lr_now.copy(), "level": self.lr.copy(), "initial_lr": self.initial_lr.copy(), "child_seed": self.child_seed.copy(),
                  "task": self.task_of.copy(), "step": steps, "val_loss": np.array([e.loss for e in evals]),
                  "val_accuracy": np.array([e.accuracy for e in evals]), "diverged": diverged}
         if train_loss is not None:  # none at a reset: no step taken yet
