@@ -65,6 +65,7 @@ def test_controller_runs_equal_a_plain_child_trainer_loop(tmp_path, envelope):
             lrs.append(trainer.lr)
             trainer.train_steps(ctrl.action_every)
         assert run.lrs == pytest.approx(lrs, rel=1e-9)
+        assert run.lr_every == ctrl.action_every and len(run.lrs) * run.lr_every == task.steps  # where each LR sits
         if envelope == "cosine":  # the last block (steps 30..40) runs at the level times (1 + cos(0.75 pi)) / 2
             assert lrs[-1] == pytest.approx(ctrl.level * (1 + math.cos(0.75 * math.pi)) / 2, rel=1e-9)
         assert run.val_loss == pytest.approx(trainer.evaluate("val").loss, rel=1e-3)

@@ -75,7 +75,6 @@ def run(args: argparse.Namespace) -> int:
         costs[name] = f"{spent:,.0f} training (pretrained, reused) + {task.steps}/seed"
     out = write_evaluation(args.output or ev.output_dir, runs, rows, tuned, costs,
                            f"{task.dataset}/{task.model}, {task.steps} steps, {len(ev.seeds)} held-out seeds",
-                           config.controller.action_every,
                            {"task": config.to_dict()["task"], "evaluate": config.to_dict()["evaluate"],
                             "controllers": {k: str(v) for k, v in paths.items()}, "tuned": tuned,
                             "tuning_child_steps": sum(tuning.values()), "wall_s": time.perf_counter() - started})

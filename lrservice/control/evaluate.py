@@ -44,7 +44,8 @@ class Run:
     test_loss: float
     test_accuracy: float
     diverged: bool
-    lrs: tuple[float, ...]  # the LR of every decision block (baselines: every action_every steps)
+    lrs: tuple[float, ...]  # the LR in force every ``lr_every`` child steps from step 0
+    lr_every: int  # controllers: their action_every (one LR per decision block); fixed schedules: record_every
 
 
 def _schedule_lr(kind: str, lr: float, steps: int) -> Callable[[int], float]:
@@ -76,7 +77,7 @@ def run_schedules(task: TaskConfig, data: ChildData, runs: Sequence[tuple[str, f
     diverged = pool.diverged
     trace = np.asarray(trace)
     return [Run(arm, lr, seed, val[i].loss, val[i].accuracy, test[i].loss, test[i].accuracy, bool(diverged[i]),
-                tuple(trace[:, i])) for i, (arm, lr, seed, _) in enumerate(runs)]
+                tuple(trace[:, i]), record_every) for i, (arm, lr, seed, _) in enumerate(runs)]
 
 
 def run_controller(controller: LearnedController, task: TaskConfig, data: ChildData,
@@ -96,7 +97,7 @@ def run_controller(controller: LearnedController, task: TaskConfig, data: ChildD
     diverged = [bool(batch.pools[0].diverged[batch.slot[0][i]]) for i in range(len(starts))]
     trace = np.asarray(trace)
     return [Run(name, lr, seed, val[i].loss, val[i].accuracy, test[i].loss, test[i].accuracy, diverged[i],
-                tuple(trace[:, i])) for i, (lr, seed) in enumerate(starts)]
+                tuple(trace[:, i]), controller.action_every) for i, (lr, seed) in enumerate(starts)]
 
 
 def tune_baselines(task: TaskConfig, data: ChildData, grids: dict[str, Sequence[float]],

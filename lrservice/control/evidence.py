@@ -42,7 +42,7 @@ def markdown(rows: Sequence[Mapping], costs: Mapping[str, str], title: str) -> s
     return "\n".join(lines) + "\n"
 
 
-def plot_trajectories(path: Path, runs: Sequence[Run], action_every: int) -> None:
+def plot_trajectories(path: Path, runs: Sequence[Run]) -> None:
     """Median LR per decision block of each controller and initial LR, beside the tuned baselines."""
     import matplotlib
 
@@ -55,7 +55,7 @@ def plot_trajectories(path: Path, runs: Sequence[Run], action_every: int) -> Non
         groups.setdefault((r.arm, r.initial_lr), []).append(r)
     for (arm, lr), rs in sorted(groups.items()):
         traj = np.nanmedian(np.asarray([r.lrs for r in rs], dtype=np.float64), axis=0)
-        steps = np.arange(len(traj)) * action_every
+        steps = np.arange(len(traj)) * rs[0].lr_every  # each arm's own spacing: controllers act every N steps
         style = "--" if arm in ("constant", "cosine") else "-"
         label = f"tuned {arm} ({lr:g})" if style == "--" else f"{arm} from {lr:g}"
         ax.step(steps, traj, where="post", linestyle=style, label=label)
@@ -69,7 +69,7 @@ def plot_trajectories(path: Path, runs: Sequence[Run], action_every: int) -> Non
 
 
 def write_evaluation(output_dir: str | Path, runs: Sequence[Run], rows: Sequence[Mapping], tuned: Mapping[str, float],
-                     costs: Mapping[str, str], title: str, action_every: int, meta: Mapping) -> Path:
+                     costs: Mapping[str, str], title: str, meta: Mapping) -> Path:
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     _parquet(out / "runs.parquet", [{**dataclasses.asdict(r), "lrs": list(r.lrs)} for r in runs])
@@ -77,5 +77,5 @@ def write_evaluation(output_dir: str | Path, runs: Sequence[Run], rows: Sequence
     tuned_line = ", ".join(f"{k} lr={v:g}" for k, v in tuned.items())
     write_text(out / "summary.md", markdown(rows, costs, title) + f"\nTuned on validation loss: {tuned_line}.\n")
     write_json(out / "evaluation.json", dict(meta))
-    plot_trajectories(out / "lr_trajectories.png", runs, action_every)
+    plot_trajectories(out / "lr_trajectories.png", runs)
     return out
