@@ -146,7 +146,8 @@ class ControllerConfig:
     - ``baseline``: ``none`` or ``twin`` (a reference child with the same initial weights
       and batch order trained under ``twin_policy``; the reward is the controller child's
       minus the twin's). ``twin_policy`` empty means the controller that always keeps: the
-      episode's initial LR (times the envelope); else a zoo or composite policy (as a ``policy`` arm's params).
+      episode's initial LR (times the envelope); else a zoo or composite policy (as a
+      ``policy`` arm's params).
     - ``envelope``: ``none`` (the LR in force is the controller's LR) or a base schedule the
       controller steers: ``cosine`` or ``linear`` decay over the episode; the controller's
       actions move a *level* and the LR in force is ``level * envelope(progress)``, so

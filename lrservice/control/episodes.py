@@ -4,8 +4,8 @@ Both gymnasium envs (:class:`~lrservice.control.env.LRControlEnv`, K=1, and
 :class:`~lrservice.control.vector_env.LRVectorEnv`) and controller evaluation are thin
 adapters around this class, so they cannot drift apart. An episode is one child run of its
 task's ``steps``; every ``action_every`` steps (the last block shortened to what is left)
-the agent sees the child's features and scales the LR (rules in
-:mod:`lrservice.control.actions`).
+the agent sees the child's features and scales the LR — or, with an envelope, a level the
+envelope multiplies (rules in :mod:`lrservice.control.actions`).
 
 Tasks: with ``controller.tasks`` each env draws its task per episode — round-robin fixed
 per env when there are at least as many envs as tasks (no batched child idles), uniformly
@@ -56,8 +56,8 @@ class EpisodeBatch:
                       for tk, m in zip(self.tasks, self.controlled)]
         n = self.n
         self.task_of = np.array([i % len(self.tasks) if self.round_robin else 0 for i in range(n)])
-        self.lr = np.zeros(n)  # each env's level: the LR itself without an envelope
-        self.lr_now = np.zeros(n)  # the LR in force: level * envelope at the current block's start
+        self.level = np.zeros(n)  # what actions move: the LR itself without an envelope
+        self.lr = np.zeros(n)  # the LR in force: the level under the envelope from the current block's start
         self.initial_lr = np.zeros(n)
         self.child_seed = np.zeros(n, dtype=np.int64)
         self.prev_loss = np.zeros(n)
@@ -92,7 +92,7 @@ class EpisodeBatch:
             self.task_of[i] = int(self.rng.integers(len(self.tasks))) if task is None else int(task)
         lr = float(lr if initial_lr is None else initial_lr)
         seed = int(seed if child_seed is None else child_seed)
-        self.lr[i], self.lr_now[i], self.initial_lr[i], self.child_seed[i] = lr, lr, lr, seed
+        self.level[i], self.lr[i], self.initial_lr[i], self.child_seed[i] = lr, lr, lr, seed
         pool, s, twin = self._where(i)
         pool.reset_child(s, lr, seed)
         if twin is not None:
@@ -120,7 +120,7 @@ class EpisodeBatch:
         for i in restarting:
             self.start(int(i))
         for i in running:
-            self.lr[i] = next_lr(float(self.lr[i]), actions[i], c, self.rng)
+            self.level[i] = next_lr(float(self.level[i]), actions[i], c, self.rng)
         train_loss = np.full(self.n, np.nan)
         for t, pool in enumerate(self.pools):
             if pool is None:
@@ -131,8 +131,8 @@ class EpisodeBatch:
                 if self.task_of[i] != t:
                     continue
                 _, s, twin = self._where(int(i))
-                self.lr_now[i] = self._in_force(int(i), float(self.lr[i]), int(steps[s]))
-                pool.set_lr(s, float(self.lr_now[i]))
+                self.lr[i] = self._in_force(int(i), float(self.level[i]), int(steps[s]))
+                pool.set_lr(s, float(self.lr[i]))
                 if twin is not None:
                     pool.set_lr(twin, self._twin_lr(int(i), int(steps[s])))
                 blocks.setdefault(min(c.action_every, self.tasks[t].steps - int(steps[s])), []).append(int(i))
@@ -177,15 +177,15 @@ class EpisodeBatch:
             _, s, twin = self._where(i)
             progress = float(self.pools[t].step[s]) / self.tasks[t].steps
             rows.append(feature_set(feats[s], progress, self.controller.features,
-                                    observed_level(self.controller, self.lr[i])))
+                                    observed_level(self.controller, self.level[i])))
             evals.append(ev[s])
             twin_evals.append(None if twin is None else ev[twin])
         return finite_features(np.stack(rows)), evals, twin_evals
 
     def _infos(self, evals, twin_evals, train_loss, diverged) -> dict:
         steps = np.array([int(self._where(i)[0].step[self._where(i)[1]]) for i in range(self.n)])
-        infos = {"lr": self.lr_now.copy(), "level": self.lr.copy(), "initial_lr": self.initial_lr.copy(), "child_seed": self.child_seed.copy(),
-                 "task": self.task_of.copy(), "step": steps, "val_loss": np.array([e.loss for e in evals]),
+        infos = {"lr": self.lr.copy(), "level": self.level.copy(), "initial_lr": self.initial_lr.copy(),
+                 "child_seed": self.child_seed.copy(), "task": self.task_of.copy(), "step": steps, "val_loss": np.array([e.loss for e in evals]),
                  "val_accuracy": np.array([e.accuracy for e in evals]), "diverged": diverged}
         if train_loss is not None:  # none at a reset: no step taken yet
             infos["train_loss"] = train_loss
