@@ -4,7 +4,8 @@ The controller is a hand-made export (random actor weights, the documented forma
 test needs no PPO run: what is checked is the protocol — tuning picks the grid point with the
 lowest mean validation loss, the controller's runs equal a plain ChildTrainer loop driven by
 ``LearnedController.next_lr``, and the paired differences in the summary equal the per-seed
-differences recomputed from runs.parquet.
+differences recomputed from runs.parquet. Deployment under an envelope too: the scheduler and
+a Tune controller arm keep the controller's level across a save and restore.
 """
 
 from __future__ import annotations
