@@ -26,6 +26,7 @@ from typing import Any
 import pyarrow as pa
 from ray import tune
 from ray.tune import Callback
+from ray.tune.search.basic_variant import BasicVariantGenerator
 
 from lrservice.config import ConfigError, RunConfig
 from lrservice.files import read_json_lines, write_json, write_parquet
@@ -108,11 +109,17 @@ def part_path(run_dir: Path, stage: str, kind: str) -> Path:
 
 
 def restorable(path: Path) -> bool:
-    """Tune can continue ``path`` only once it has written an experiment-state snapshot;
-    a driver killed before the first snapshot leaves ``tuner.pkl`` alone, which Tune would
-    "restore" into a fresh experiment without its trial configs."""
+    """Tune can continue ``path`` only once it has written a whole state snapshot.
+
+    A driver killed before the first snapshot leaves ``tuner.pkl`` alone, which Tune would
+    "restore" into a fresh experiment without its trial configs. A snapshot is the
+    experiment state and then the searcher's state (Tune writes them in that order); killed
+    between the two, a restore keeps the trials but starts the grid search over, so every
+    trial would run twice. Both files must be there.
+    """
+    searcher_state = BasicVariantGenerator.CKPT_FILE_TMPL.format("*")  # the stages' searcher: Tune's default
     return (path.exists() and tune.Tuner.can_restore(str(path))
-            and any(path.glob("experiment_state-*.json")))
+            and any(path.glob("experiment_state-*.json")) and any(path.glob(searcher_state)))
 
 
 def tuner(stage: Stage, resume: bool, log: Log) -> tune.Tuner:

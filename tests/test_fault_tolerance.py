@@ -3,12 +3,14 @@ its last checkpoint, and a PPO run whose env-runner actor is killed keeps traini
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sys
 import tempfile
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from ray import cloudpickle
 
@@ -47,12 +49,14 @@ def _child_trial(config):
         result = child.train_steps(CHUNK)
         step += result.steps
         val = child.evaluate("val")
+        report = {"step": step, "val_loss": val.loss, "resumed_from": resumed_from,
+                  "restored_val_loss": restored_val_loss, "pid": os.getpid()}
+        with open(config["log"], "a") as f:  # the trial's own record: Tune's history may drop a killed attempt's rows
+            f.write(json.dumps(report) + "\n")
         with tempfile.TemporaryDirectory() as d:
             torch.save({"model": child.model.state_dict(), "optimizer": child.optimizer.state_dict(),
                         "step": step}, Path(d) / "child.pt")
-            tune.report({"step": step, "val_loss": val.loss, "resumed_from": resumed_from,
-                         "restored_val_loss": restored_val_loss, "pid": os.getpid()},
-                        checkpoint=tune.Checkpoint.from_directory(d))
+            tune.report(report, checkpoint=tune.Checkpoint.from_directory(d))
         if step >= KILL_AFTER and not marker.exists():
             marker.write_text(str(os.getpid()))
             os.kill(os.getpid(), signal.SIGKILL)
@@ -61,17 +65,17 @@ def _child_trial(config):
 def test_killed_trial_resumes_from_its_checkpoint(ray_local, tmp_path):
     from ray import tune
 
-    marker = tmp_path / "killed-once"
+    marker, log = tmp_path / "killed-once", tmp_path / "reports.jsonl"
     tuner = tune.Tuner(
         tune.with_resources(_child_trial, {"cpu": 1}),
-        param_space={"lr": 1e-2, "marker": str(marker)},
+        param_space={"lr": 1e-2, "marker": str(marker), "log": str(log)},
         run_config=tune.RunConfig(storage_path=str(tmp_path / "tune"), name="ft", verbose=0,
                                   failure_config=tune.FailureConfig(max_failures=1)),
     )
     result = tuner.fit()[0]
     assert result.error is None
     assert marker.exists(), "the first attempt never killed itself"
-    history = result.metrics_dataframe
+    history = pd.DataFrame([json.loads(line) for line in log.read_text().splitlines()])
     final = result.metrics
     assert final["step"] == TOTAL_STEPS
     killed_pid = int(marker.read_text())

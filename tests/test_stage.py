@@ -82,4 +82,6 @@ def test_a_stage_is_complete_when_all_its_parts_exist_and_restorable_only_with_a
     (stage.path / "tuner.pkl").write_bytes(b"")
     assert not restorable(stage.path)
     (stage.path / "experiment_state-2026-01-01_00-00-00.json").write_text("{}")
+    assert not restorable(stage.path)  # killed before the searcher's state: a restore would rerun the grid
+    (stage.path / "basic-variant-state-2026-01-01_00-00-00.json").write_text("{}")
     assert restorable(stage.path)
