@@ -1,8 +1,9 @@
 """The controller's episode rules as plain functions: actions, starts, rewards, observations.
 
 What an action does to the LR (its level, under an optional envelope), how an episode starts
-(initial LR and child seed), what a step is rewarded and how observations stay finite. :class:`lrservice.control.episodes.EpisodeBatch`
-is the one place that applies them, for the single env, the vector env and evaluation alike.
+(initial LR and child seed), what a step is rewarded and how observations stay finite.
+:class:`lrservice.control.episodes.EpisodeBatch` is the one place that applies them, for the
+single env, the vector env and evaluation alike.
 """
 
 from __future__ import annotations

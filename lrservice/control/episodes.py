@@ -185,7 +185,8 @@ class EpisodeBatch:
     def _infos(self, evals, twin_evals, train_loss, diverged) -> dict:
         steps = np.array([int(self._where(i)[0].step[self._where(i)[1]]) for i in range(self.n)])
         infos = {"lr": self.lr.copy(), "level": self.level.copy(), "initial_lr": self.initial_lr.copy(),
-                 "child_seed": self.child_seed.copy(), "task": self.task_of.copy(), "step": steps, "val_loss": np.array([e.loss for e in evals]),
+                 "child_seed": self.child_seed.copy(), "task": self.task_of.copy(), "step": steps,
+                 "val_loss": np.array([e.loss for e in evals]),
                  "val_accuracy": np.array([e.accuracy for e in evals]), "diverged": diverged}
         if train_loss is not None:  # none at a reset: no step taken yet
             infos["train_loss"] = train_loss
