@@ -23,6 +23,7 @@ from typing import Any, Mapping
 
 import yaml
 
+from lrservice.child.names import DATASETS, MODELS
 from lrservice.schedules.baselines import BASELINES
 from lrservice.schedules.compose import policy_from_dict
 
@@ -32,7 +33,7 @@ ACTION_SPACES = ("discrete", "continuous", "levels")
 REWARDS = ("dense", "final", "log_improvement")
 REWARD_BASELINES = ("none", "twin")
 ENVELOPES = ("none", "cosine", "linear")  # lrservice.control.actions.envelope gives their shapes
-FEATURE_SETS = ("paper", "extended")  # the keys of lrservice.child.features.FEATURE_SETS (a test checks)
+FEATURE_SETS = ("paper", "extended", "invariant")  # the keys of lrservice.child.features.FEATURE_SETS (a test checks)
 ARM_KINDS = BASELINES + ("policy", "controller", "pbt")
 DEFAULT_DATA_DIR = "~/.cache/lrservice/data"
 
@@ -48,19 +49,6 @@ def _choice(path: str, value: Any, allowed: tuple) -> None:
         )
 
 
-def _child_names() -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """The datasets and models :mod:`lrservice.child` defines.
-
-    Imported on use, not at the top: ``lrservice.child`` imports torch (7.5 s measured on a
-    loaded 2-core machine, which ``lrservice --help`` would pay) and imports this module
-    (a cycle at import time).
-    """
-    from lrservice.child.data import DATASETS
-    from lrservice.child.models import MODELS
-
-    return DATASETS, MODELS
-
-
 def _positive(path: str, value: float | int, *, allow_zero: bool = False) -> None:
     ok = value >= 0 if allow_zero else value > 0
     if not ok or (isinstance(value, float) and not math.isfinite(value)):
@@ -73,9 +61,9 @@ class TaskConfig:
     """The child task: dataset, model, optimizer and training length."""
 
     dataset: str = "digits"
-    """One of :data:`lrservice.child.data.DATASETS`; ``digits`` ships with scikit-learn."""
+    """One of :data:`lrservice.child.names.DATASETS`; ``digits`` ships with scikit-learn."""
     model: str = "mlp"
-    """One of :data:`lrservice.child.models.MODELS`."""
+    """One of :data:`lrservice.child.names.MODELS`."""
     batch_size: int = 64
     """Training samples per step."""
     steps: int = 1000
@@ -105,9 +93,8 @@ class TaskConfig:
     """One of :data:`DEVICES`; ``auto`` uses CUDA when the process sees a GPU."""
 
     def validate(self, path: str = "task") -> None:
-        datasets, models = _child_names()
-        _choice(f"{path}.dataset", self.dataset, datasets)
-        _choice(f"{path}.model", self.model, models)
+        _choice(f"{path}.dataset", self.dataset, DATASETS)
+        _choice(f"{path}.model", self.model, MODELS)
         _choice(f"{path}.optimizer", self.optimizer, OPTIMIZERS)
         _choice(f"{path}.device", self.device, DEVICES)
         if self.dataset == "mnist1d" and self.model != "mlp":
@@ -135,8 +122,9 @@ class ControllerConfig:
     Episode rules (what the agent sees, does and is paid; also what a deployed controller
     needs to act, so they are saved with it):
 
-    - ``features``: ``paper`` (the 7 of 1909.09712) or ``extended`` (+ progress, log10 LR,
-      log train/val loss).
+    - ``features``: ``paper`` (the 7 of 1909.09712), ``extended`` (+ progress, log10 LR,
+      log train/val loss) or ``invariant`` (progress, log10 LR, log val/train loss, log of
+      prediction change over prediction spread: nothing whose scale depends on the task).
     - ``action_space``: ``discrete`` (action i multiplies the LR by ``factors[i]``; with no
       ``factors``, the paper's up/down/keep by ``factor``) or ``continuous`` (a log-factor
       a in [-1, 1]: the LR is multiplied by ``factor ** a``) or ``levels`` (action i sets
@@ -182,6 +170,7 @@ class ControllerConfig:
     minibatch_size: int = 100
     num_epochs: int = 5
     ppo_lr: float = 3e-4
+    ppo_lr_final: float | None = None
     gamma: float = 0.99
     gae_lambda: float = 1.0
     entropy_coeff: float = 0.0
@@ -217,6 +206,9 @@ class ControllerConfig:
         self._validate_levels(path)
         if self.lr_min >= self.lr_max:
             raise ConfigError(f"{path}.lr_min: {self.lr_min!r} must be below lr_max ({self.lr_max!r})")
+        if self.ppo_lr_final is not None and not 0 <= self.ppo_lr_final <= self.ppo_lr:
+            raise ConfigError(f"{path}.ppo_lr_final: {self.ppo_lr_final!r} is not allowed; it must be in [0, ppo_lr] "
+                              f"= [0, {self.ppo_lr}] (PPO's LR decays linearly to it)")
         if not 0 < self.gamma <= 1:
             raise ConfigError(f"{path}.gamma: {self.gamma!r} is not allowed; it must be in (0, 1]")
         if not 0 <= self.gae_lambda <= 1:

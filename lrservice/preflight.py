@@ -9,7 +9,6 @@ a :class:`ConfigError` naming the field, so the CLI prints one line and exits 2.
 from __future__ import annotations
 
 from lrservice.config import ConfigError, RunConfig
-from lrservice.control.checkpoint import load_export, resolve_checkpoint
 
 
 def check_compare(config: RunConfig) -> None:
@@ -35,6 +34,8 @@ def check_compare(config: RunConfig) -> None:
 
 def check_controller_checkpoint(path: str, field: str) -> None:
     """``path`` must name a controller: ``pretrained:NAME``, an export, a checkpoint or an output dir."""
+    from lrservice.control.checkpoint import load_export, resolve_checkpoint  # torch: only when a controller is named
+
     try:
         where = resolve_checkpoint(path)
     except FileNotFoundError as exc:

@@ -114,6 +114,8 @@ CASES = [
      yaml.safe_dump({"evaluate": {"tune_seeds": [1, 2], "seeds": [2, 3]}}), "evaluate.seeds: [2] are also tune_seeds"),
     ("evaluate-controller-missing", "evaluate-controller --controller /nonexistent/c.pt", "c.yaml",
      yaml.safe_dump({"task": {"steps": 50}}), "/nonexistent/c.pt: no controller checkpoint there"),
+    ("train-controller-ppo-lr-final", "train-controller", "c.yaml", _with("controller.ppo_lr_final", 0.1),
+     "controller.ppo_lr_final: 0.1 is not allowed"),
     ("train-controller-hidden", "train-controller", "c.yaml", _with("controller.hidden", []), "controller.hidden"),
 ]
 
@@ -171,3 +173,16 @@ def test_malformed_config_is_one_line_before_ray(outcomes, case):
     assert expected in lines[0], lines[0]
     assert "Ray" not in result.stdout and "Ray" not in result.stderr  # never reached connect()
     assert not (root / case_id / "out").exists() and not (root / case_id / "results").exists()
+
+
+def test_a_bad_config_is_refused_without_loading_torch(tmp_path):
+    """Config checks need no torch (seconds on a loaded machine): the line comes at once."""
+    path = tmp_path / "c.yaml"
+    path.write_text(_with("compare.seeds", []))
+    code = ("import sys; from lrservice.cli import main; "
+            "rc = main(['compare', '--config', sys.argv[1]]); print(rc, 'torch' in sys.modules)")
+    env = {**os.environ, "RAY_ADDRESS": "127.0.0.1:1", "PYTHONPATH": str(ROOT)}
+    result = subprocess.run([sys.executable, "-c", code, str(path)], cwd=tmp_path, env=env, capture_output=True,
+                            text=True, timeout=120)
+    assert result.stdout.split() == ["2", "False"], result.stdout + result.stderr
+    assert "compare.seeds: give at least one seed" in result.stderr

@@ -34,6 +34,7 @@ def test_passes_gymnasium_env_checker(digits):
         check_env(make(digits, action_space=space), skip_render_check=True)
     check_env(make(digits, action_space="levels", levels=(1e-4, 1e-3)), skip_render_check=True)
     check_env(make(digits, features="extended", envelope="cosine"), skip_render_check=True)  # + the level column
+    check_env(make(digits, features="invariant", envelope="cosine"), skip_render_check=True)  # 4 columns + level
 
 
 def test_dense_reward_is_negative_val_loss_recomputed(digits):

@@ -40,6 +40,8 @@ def test_ppo_config_models_batches_and_fault_tolerance():
     assert list(model["fcnet_hiddens"]) == [32, 32] and model["vf_share_layers"] is False
     assert (cfg.train_batch_size_per_learner, cfg.minibatch_size, cfg.num_epochs) == (100, 50, 2)
     assert (cfg.lr, cfg.gamma) == (1e-3, 0.9)
+    decaying = build_ppo_config(run_config(ppo_lr=1e-3, ppo_lr_final=1e-4), Placement(note="test"), iterations=4)
+    assert decaying.lr == [[0, 1e-3], [4 * 100, 1e-4]]  # over the run's 4 iterations x train batch 100
     assert cfg.num_env_runners == 1 and cfg.rollout_fragment_length == 100
     assert cfg.num_learners == 0
     assert cfg.restart_failed_env_runners is True
@@ -80,7 +82,8 @@ def test_iterations_must_be_positive(tmp_path):
 @pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_cli_trains_checkpoints_logs_and_resumes(tmp_path, capsys, monkeypatch):
-    """`lrservice train-controller` end to end on real Ray: 2 iterations, then --resume to 3."""
+    """`lrservice train-controller` end to end on real Ray: 2 iterations, then --resume to 3;
+    PPO's own LR decays linearly to ``ppo_lr_final`` over the run's total iterations."""
     import ray
 
     import lrservice.cli
@@ -90,7 +93,12 @@ def test_cli_trains_checkpoints_logs_and_resumes(tmp_path, capsys, monkeypatch):
     if ray.is_initialized():
         ray.shutdown()
     cfg_file = tmp_path / "ctrl.yaml"
-    cfg_file.write_text(yaml.safe_dump({"task": TASK, "controller": CONTROLLER, "resources": {"num_cpus": 2}}))
+    controller = {**CONTROLLER, "ppo_lr": 1e-3, "ppo_lr_final": 0.0}
+    cfg_file.write_text(yaml.safe_dump({"task": TASK, "controller": controller, "resources": {"num_cpus": 2}}))
+
+    def decayed(lifetime: float, iterations: int) -> float:  # linear from ppo_lr at 0 to 0 at the run's end
+        return 1e-3 * max(0.0, 1.0 - lifetime / (iterations * CONTROLLER["train_batch_size"]))
+
     out = tmp_path / "out"
     try:
         assert main(["train-controller", "--config", str(cfg_file), "--output", str(out)]) == 0
@@ -114,6 +122,8 @@ def test_cli_trains_checkpoints_logs_and_resumes(tmp_path, capsys, monkeypatch):
             assert r["lr_min"] <= r["lr_start"] <= r["lr_max"] and r["lr_min"] <= r["lr_end"] <= r["lr_max"]
             # An episode is 10 actions, each rewarded -val_loss (finite, > 0): the return lies in [-10 * max, 0).
             assert -10 * 10 <= r["episode_return_mean"] < 0
+            assert r["ppo_lr"] == pytest.approx(decayed(r["env_steps_lifetime"], 2), abs=1e-9)
+        assert log[0]["ppo_lr"] > 0 and log[1]["ppo_lr"] == 0.0
         assert np.isclose(log[1]["env_steps_lifetime"], log[0]["env_steps"] + log[1]["env_steps"])
         assert log[0]["checkpoint"].endswith("iter_000001") and log[1]["checkpoint"].endswith("iter_000002")
 
@@ -133,6 +143,9 @@ def test_cli_trains_checkpoints_logs_and_resumes(tmp_path, capsys, monkeypatch):
         assert redone[0] == log[0]
         # The restored step counter continues from checkpoint 1, not from zero and not from lost row 2.
         assert np.isclose(redone[1]["env_steps_lifetime"], log[0]["env_steps_lifetime"] + redone[1]["env_steps"])
+        # --iterations 3 stretches the decay over the new total.
+        for r in redone[1:]:
+            assert r["ppo_lr"] == pytest.approx(decayed(r["env_steps_lifetime"], 3), abs=1e-9)
         assert latest_checkpoint(out).name == "iter_000003"
     finally:
         ray.shutdown()
@@ -140,6 +153,19 @@ def test_cli_trains_checkpoints_logs_and_resumes(tmp_path, capsys, monkeypatch):
 
 @pytest.mark.slow
 @pytest.mark.timeout(300)
+def test_resume_refuses_a_checkpoint_trained_under_another_envelope(tmp_path):
+    """The envelope is part of what an action means: resuming across it would mix two problems."""
+    trained = run_config(envelope="cosine")
+    ckpt = tmp_path / CHECKPOINTS / "iter_000001"
+    ckpt.mkdir(parents=True)
+    plain = trained.to_dict()
+    (ckpt / META_FILE).write_text(json.dumps({"iteration": 1, "env_steps": 100.0, "task": plain["task"],
+                                              "controller": plain["controller"]}))
+    (tmp_path / LATEST).write_text(ckpt.name)
+    with pytest.raises(ConfigError, match=r"^controller\.envelope: 'none' differs from the checkpoint"):
+        train_controller(run_config(envelope="none"), tmp_path, iterations=2, resume=True, log=lambda line: None)
+
+
 def test_vector_env_runner_trains_k_children_per_runner(tmp_path):
     """num_envs_per_env_runner > 1: LRVectorEnv in the runner, K episodes finish together."""
     import ray

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from lrservice.child import ChildTrainer, load_task_data
-from lrservice.child.features import EXTENDED_NAMES, FEATURE_NAMES, feature_set
+from lrservice.child.features import EXTENDED_NAMES, FEATURE_NAMES, INVARIANT_NAMES, feature_set
 from lrservice.config import ConfigError, ControllerConfig, TaskConfig, config_from_dict
 from lrservice.control.actions import envelope, lr_in_force, step_reward
 from lrservice.control.env import LRControlEnv, env_config
@@ -46,6 +46,20 @@ def test_extended_features_append_progress_and_logs():
     steered = feature_set(np.stack([paper, paper]), 0.3, "extended", level=np.array([1e-2, 1e-4]))
     np.testing.assert_array_equal(steered[:, :11], np.stack([ext, ext]))
     np.testing.assert_allclose(steered[:, 11], [-2.0, -4.0], atol=1e-6)  # log10 of each level
+
+
+def test_invariant_features_by_hand_and_free_of_task_scale():
+    paper = np.array([0.5, 0.25, 3.0, 1.0, 0.01, 0.02, 1e-3], dtype=np.float32)
+    row = feature_set(paper, 0.3, "invariant")
+    assert row.shape == (len(INVARIANT_NAMES),) == (4,)
+    np.testing.assert_allclose(row, [0.3, -3.0, math.log(0.25 / 0.5), math.log(1.0 / 3.0)], rtol=1e-6)
+    # Another task's scales (losses x40, logits x7, other head weights) at the same LR and time: same row.
+    other = paper * np.array([40, 40, 49, 49, -3, 9, 1], dtype=np.float32)
+    np.testing.assert_allclose(feature_set(other, 0.3, "invariant"), row, rtol=1e-5)
+    assert not np.allclose(feature_set(other, 0.3, "extended"), feature_set(paper, 0.3, "extended"))
+    zero = paper.copy()
+    zero[[0, 2, 3]] = 0.0  # a zero loss or variance stays finite
+    assert np.isfinite(feature_set(zero, 0.0, "invariant")).all()
 
 
 @pytest.mark.parametrize("name,progress,expected", [

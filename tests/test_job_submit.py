@@ -175,8 +175,11 @@ def test_job_submit_runs_lrservice_compare_with_token_auth(token_head, tmp_path)
     """The documented command, verbatim: ray job submit --working-dir . -- lrservice compare --config ..."""
     output_dir = tmp_path / "results"  # absolute: the entrypoint runs in a temporary unpacked copy
     workdir = tmp_path / "working_dir"
+    # What `--working-dir .` uploads (Ray skips what .gitignore lists); a virtualenv in the checkout
+    # (README: .venv, GBs with torch) is not copied: the copy alone took minutes in CI.
     shutil.copytree(ROOT, workdir, ignore=shutil.ignore_patterns(".git", "results", "__pycache__", "*.egg-info",
-                                                                 ".pytest_cache", "data", ".benchmarks", ".whl", ".gl"))
+                                                                 ".pytest_cache", "data", ".benchmarks", ".whl", ".gl",
+                                                                 ".venv", "venv"))
     (workdir / "job.yaml").write_text(TINY_COMPARE.format(output_dir=output_dir))
     run = token_head.ray_cli("job", "submit", "--address", token_head.url, "--working-dir", str(workdir),
                              "--submission-id", "lrs-compare", "--", "lrservice", "compare", "--config", "job.yaml",

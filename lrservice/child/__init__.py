@@ -1,11 +1,25 @@
-"""The child network whose learning rate is controlled: data, models, training loop. No Ray."""
+"""The child network whose learning rate is controlled: data, models, training loop. No Ray.
 
-from lrservice.child.data import ChildData, DatasetUnavailable, load_dataset
-from lrservice.child.features import FEATURE_NAMES, observation_features
-from lrservice.child.models import build_model
-from lrservice.child.trainer import ChildTrainer, Evaluation, TrainResult, cached_task_data, load_task_data
+The names below load on first use (PEP 562), so ``lrservice.child.names`` — what a config
+may name — is importable without torch: a bad config is one line in well under a second.
+"""
 
-__all__ = [
-    "ChildData", "ChildTrainer", "DatasetUnavailable", "Evaluation", "FEATURE_NAMES", "TrainResult",
-    "build_model", "cached_task_data", "load_dataset", "load_task_data", "observation_features",
-]
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_HOMES = {
+    "ChildData": "data", "DatasetUnavailable": "data", "load_dataset": "data",
+    "FEATURE_NAMES": "features", "observation_features": "features",
+    "build_model": "models",
+    "ChildTrainer": "trainer", "Evaluation": "trainer", "TrainResult": "trainer", "cached_task_data": "trainer",
+    "load_task_data": "trainer",
+}
+__all__ = sorted(_HOMES)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _HOMES:
+        raise AttributeError(f"module 'lrservice.child' has no attribute {name!r}")
+    return getattr(importlib.import_module(f"lrservice.child.{_HOMES[name]}"), name)

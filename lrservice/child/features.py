@@ -7,6 +7,11 @@ measured against zero (so it equals the prediction variance), as there.
 ``extended`` adds what a schedule needs and the paper's set lacks: the fraction of training
 done (annealing is a decision about time left) and the LR and both losses on a log scale
 (multiplicative quantities whose raw values span decades).
+
+``invariant`` keeps only what means the same on any task: progress, log10 LR, the
+generalisation gap log(val/train loss) and how far the predictions moved since the last
+observation relative to their spread. No loss level, logit scale or weight statistic, whose
+values differ between tasks (a controller that keys on them does not transfer).
 """
 
 from __future__ import annotations
@@ -29,9 +34,16 @@ EXTENDED_NAMES = FEATURE_NAMES + (
     "log_train_loss",
     "log_val_loss",
 )
-FEATURE_SETS = {"paper": FEATURE_NAMES, "extended": EXTENDED_NAMES}
+INVARIANT_NAMES = (
+    "progress",
+    "log10_lr",
+    "log_val_over_train_loss",   # log(val_loss / train_loss)
+    "log_pred_change_ratio",     # log(pred_change_var / pred_var)
+)
+FEATURE_SETS = {"paper": FEATURE_NAMES, "extended": EXTENDED_NAMES, "invariant": INVARIANT_NAMES}
 LEVEL_NAME = "log10_level"  # appended to either set under an envelope: the level the controller moves
 LOSS_FLOOR = 1e-8  # log of a loss that reached 0 stays finite
+VAR_FLOOR = 1e-12  # log of a variance that is 0 stays finite
 
 
 def observation_features(train_loss: float, val_loss: float, logits: torch.Tensor,
@@ -52,7 +64,8 @@ def observation_features(train_loss: float, val_loss: float, logits: torch.Tenso
 
 def feature_set(paper: np.ndarray, progress: np.ndarray | float, name: str,
                 level: np.ndarray | float | None = None) -> np.ndarray:
-    """Rows of paper features ``(..., 7)`` as the named set: ``paper`` as is, ``extended`` with 4 more columns.
+    """Rows of paper features ``(..., 7)`` as the named set: ``paper`` as is, ``extended`` with 4 more
+    columns, ``invariant`` 4 columns computed from them.
 
     ``level`` (a controller steering an envelope) appends :data:`LEVEL_NAME`, log10 of it: the
     LR in force alone does not say where the level is once the envelope has decayed.
@@ -60,7 +73,8 @@ def feature_set(paper: np.ndarray, progress: np.ndarray | float, name: str,
     paper = np.asarray(paper, dtype=np.float64)
     if name not in FEATURE_SETS:
         raise ValueError(f"features: {name!r} is not allowed; choose one of: {', '.join(FEATURE_SETS)}")
-    rows = paper if name == "paper" else _extended(paper, progress)
+    rows = {"paper": lambda: paper, "extended": lambda: _extended(paper, progress),
+            "invariant": lambda: _invariant(paper, progress)}[name]()
     if level is not None:
         column = np.broadcast_to(np.log10(np.maximum(np.asarray(level, dtype=np.float64), 1e-30)), paper.shape[:-1])
         rows = np.concatenate([rows, column[..., None]], axis=-1)
@@ -76,3 +90,12 @@ def _extended(paper: np.ndarray, progress: np.ndarray | float) -> np.ndarray:
             np.log(np.maximum(paper[..., 1], LOSS_FLOOR)),
         ], axis=-1)
     return np.concatenate([paper, extra], axis=-1)
+
+
+def _invariant(paper: np.ndarray, progress: np.ndarray | float) -> np.ndarray:
+    return np.stack([
+        np.broadcast_to(np.asarray(progress, dtype=np.float64), paper.shape[:-1]),
+        np.log10(np.maximum(paper[..., 6], 1e-30)),
+        np.log(np.maximum(paper[..., 1], LOSS_FLOOR)) - np.log(np.maximum(paper[..., 0], LOSS_FLOOR)),
+        np.log(np.maximum(paper[..., 3], VAR_FLOOR)) - np.log(np.maximum(paper[..., 2], VAR_FLOOR)),
+    ], axis=-1)

@@ -11,7 +11,7 @@ import math
 import torch
 from torch import nn
 
-MODELS = ("mlp", "lenet5", "resnet18")
+from lrservice.child.names import MODELS
 
 
 class MLP(nn.Module):

@@ -19,7 +19,7 @@ from ray.rllib.callbacks.callbacks import RLlibCallback
 from ray.rllib.connectors.env_to_module import MeanStdFilter
 from ray.rllib.core.rl_module.default_model_config import DefaultModelConfig
 
-from lrservice.config import RunConfig
+from lrservice.config import ControllerConfig, RunConfig
 from lrservice.control.env import env_config, register_env
 from lrservice.runtime import Placement
 
@@ -46,8 +46,20 @@ def uses_vector_env(run_config: RunConfig) -> bool:
     return run_config.controller.num_envs_per_env_runner > 1
 
 
-def build_ppo_config(run_config: RunConfig, placement: Placement) -> PPOConfig:
-    """The PPO algorithm config for ``run_config``'s task and controller, placed per ``placement``.
+def ppo_lr_schedule(c: ControllerConfig, iterations: int | None = None) -> float | list[list[float]]:
+    """PPO's optimizer LR: ``ppo_lr``, or with ``ppo_lr_final`` a linear decay to it over the run's
+    env steps (``iterations`` (default ``c.iterations``) x ``train_batch_size``; RLlib
+    interpolates by env steps sampled and holds the last value), so the last checkpoints settle
+    instead of jittering (docs/controller.md)."""
+    if c.ppo_lr_final is None:
+        return c.ppo_lr
+    total = c.iterations if iterations is None else iterations
+    return [[0, c.ppo_lr], [total * c.train_batch_size, c.ppo_lr_final]]
+
+
+def build_ppo_config(run_config: RunConfig, placement: Placement, iterations: int | None = None) -> PPOConfig:
+    """The PPO algorithm config for ``run_config``'s task and controller, placed per ``placement``;
+    ``iterations``: the run's total (default ``controller.iterations``), for PPO's LR schedule.
 
     Learner: in the driver (``num_learners=0``) unless ``placement.learner_custom`` pins it,
     then one remote learner that asks for that (head) resource. Env runners ask for
@@ -82,7 +94,7 @@ def build_ppo_config(run_config: RunConfig, placement: Placement) -> PPOConfig:
             train_batch_size_per_learner=c.train_batch_size,
             minibatch_size=c.minibatch_size,
             num_epochs=c.num_epochs,
-            lr=c.ppo_lr,
+            lr=ppo_lr_schedule(c, iterations),
             gamma=c.gamma,
             lambda_=c.gae_lambda,
             entropy_coeff=c.entropy_coeff,

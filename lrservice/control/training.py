@@ -32,7 +32,7 @@ LOG_COLUMNS = (
     "iteration", "episode_return_mean", "episode_len_mean", "final_val_loss", "final_val_accuracy",
     "diverged_frac", "lr_start", "lr_min", "lr_median", "lr_max", "lr_end", "episodes",
     "episodes_lifetime", "episodes_per_s", "env_steps", "env_steps_lifetime", "env_steps_per_s",
-    "child_steps_lifetime", "child_steps_per_s", "iteration_s", "wall_s", "checkpoint",
+    "child_steps_lifetime", "child_steps_per_s", "ppo_lr", "iteration_s", "wall_s", "checkpoint",
 )
 
 
@@ -54,6 +54,9 @@ def _metric(results: Mapping[str, Any], key: str) -> float:
 def iteration_row(result: Mapping[str, Any], iteration: int, steps_before: float, seconds: float,
                   wall: float, child_steps_per_env: int = 1) -> dict:
     """One log row from an ``algo.train()`` result."""
+    from ray.rllib.core import DEFAULT_MODULE_ID
+    from ray.rllib.core.learner.learner import DEFAULT_OPTIMIZER, LR_KEY
+
     from lrservice.control.ppo import DIVERGED, FINAL_VAL_ACCURACY, FINAL_VAL_LOSS, LR_KEYS
 
     runners = result.get("env_runners", {})
@@ -77,6 +80,7 @@ def iteration_row(result: Mapping[str, Any], iteration: int, steps_before: float
         "env_steps_per_s": steps / seconds if seconds > 0 else math.nan,
         "child_steps_lifetime": lifetime * child_steps_per_env,
         "child_steps_per_s": steps * child_steps_per_env / seconds if seconds > 0 else math.nan,
+        "ppo_lr": _metric(result.get("learners", {}).get(DEFAULT_MODULE_ID, {}), f"{DEFAULT_OPTIMIZER}_{LR_KEY}"),
         "iteration_s": seconds,
         "wall_s": wall,
         "checkpoint": "",
@@ -91,6 +95,7 @@ def progress_line(row: Mapping[str, Any], total: int) -> str:
             f"lr {row['lr_start']:.2e}->{row['lr_end']:.2e} (min {row['lr_min']:.2e} median {row['lr_median']:.2e} "
             f"max {row['lr_max']:.2e})  episodes {row['episodes_lifetime']:.0f} ({row['episodes_per_s']:.2f}/s)  "
             f"{row['env_steps_per_s']:.1f} env steps/s  {row['child_steps_per_s']:.0f} child steps/s  "
+            f"ppo lr {row.get('ppo_lr', math.nan):.1e}  "
             f"{row['iteration_s']:.1f} s/iter  wall {row['wall_s']:.0f} s")
 
 
@@ -148,7 +153,7 @@ def train_controller(config: RunConfig, output_dir: str | os.PathLike, iteration
     connect(config.resources, log=log)
     placement = plan_placement(config.resources)
     log(f"[lrservice] controller placement: {placement.note}")
-    algo = build_ppo_config(config, placement).build_algo()
+    algo = build_ppo_config(config, placement, iterations=total).build_algo()
     try:
         if start is not None:
             algo.restore_from_path(str(start))
@@ -186,7 +191,7 @@ def _check_same_sections(config: RunConfig, meta: Mapping[str, Any], checkpoint:
     """Resuming with another task or env semantics would mix two problems in one policy."""
     stored = config_from_dict({"task": meta["task"], "controller": meta["controller"]})
     env_fields = ("features", "action_space", "action_every", "factor", "factors", "levels", "lr_min", "lr_max", "reward",
-                  "baseline", "twin_policy", "tasks", "hidden")
+                  "baseline", "twin_policy", "envelope", "tasks", "hidden")
     for name in env_fields:
         if getattr(stored.controller, name) != getattr(config.controller, name):
             raise ConfigError(f"controller.{name}: {getattr(config.controller, name)!r} differs from the "
