@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from lrservice.child.names import DATASETS
+
 MNIST1D_SAMPLES = 5000  # the package's default: 4,000 train + 1,000 test signals
 MNIST1D_SEED = 42       # the package's default seed (the published MNIST-1D)
 _MNIST1D_KEYS = ("x", "y", "x_test", "y_test")

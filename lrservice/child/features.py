@@ -41,7 +41,7 @@ INVARIANT_NAMES = (
     "log_pred_change_ratio",     # log(pred_change_var / pred_var)
 )
 FEATURE_SETS = {"paper": FEATURE_NAMES, "extended": EXTENDED_NAMES, "invariant": INVARIANT_NAMES}
-LEVEL_NAME = "log10_level"  # appended to either set under an envelope: the level the controller moves
+LEVEL_NAME = "log10_level"  # appended to any set under an envelope: the level the controller moves
 LOSS_FLOOR = 1e-8  # log of a loss that reached 0 stays finite
 VAR_FLOOR = 1e-12  # log of a variance that is 0 stays finite
 
@@ -73,8 +73,12 @@ def feature_set(paper: np.ndarray, progress: np.ndarray | float, name: str,
     paper = np.asarray(paper, dtype=np.float64)
     if name not in FEATURE_SETS:
         raise ValueError(f"features: {name!r} is not allowed; choose one of: {', '.join(FEATURE_SETS)}")
-    rows = {"paper": lambda: paper, "extended": lambda: _extended(paper, progress),
-            "invariant": lambda: _invariant(paper, progress)}[name]()
+    if name == "paper":
+        rows = paper
+    elif name == "extended":
+        rows = _extended(paper, progress)
+    else:
+        rows = _invariant(paper, progress)
     if level is not None:
         column = np.broadcast_to(np.log10(np.maximum(np.asarray(level, dtype=np.float64), 1e-30)), paper.shape[:-1])
         rows = np.concatenate([rows, column[..., None]], axis=-1)
