@@ -129,6 +129,11 @@ def test_the_table_is_large_enough_and_the_base_config_passes_every_check(tmp_pa
     check_recommend(config)
 
 
+def _cli_env() -> dict:
+    """The CLI's environment: RAY_ADDRESS where no Ray listens, so reaching Ray fails loudly."""
+    return {**os.environ, "RAY_ADDRESS": "127.0.0.1:1", "PYTHONPATH": str(ROOT)}
+
+
 def _run_case(root: Path, case) -> subprocess.CompletedProcess:
     """Write the case's file under ``root/<id>`` and run the real CLI on it."""
     case_id, command, name, content, _ = case
@@ -145,9 +150,8 @@ def _run_case(root: Path, case) -> subprocess.CompletedProcess:
         if text.strip() and name.endswith(".yaml") and "compare:" in text and "output_dir" not in text:
             text = text.replace("compare:\n", f"compare:\n  output_dir: {tmp_path / 'out'}\n", 1)
         path.write_text(text)
-    env = {**os.environ, "RAY_ADDRESS": "127.0.0.1:1", "PYTHONPATH": str(ROOT)}
     return subprocess.run([sys.executable, "-m", "lrservice", *command.split(), "--config", str(path)], cwd=tmp_path,
-                          env=env, capture_output=True, text=True, timeout=300)
+                          env=_cli_env(), capture_output=True, text=True, timeout=300)
 
 
 @pytest.fixture(scope="module")
@@ -181,8 +185,7 @@ def test_a_bad_config_is_refused_without_loading_torch(tmp_path):
     path.write_text(_with("compare.seeds", []))
     code = ("import sys; from lrservice.cli import main; "
             "rc = main(['compare', '--config', sys.argv[1]]); print(rc, 'torch' in sys.modules)")
-    env = {**os.environ, "RAY_ADDRESS": "127.0.0.1:1", "PYTHONPATH": str(ROOT)}
-    result = subprocess.run([sys.executable, "-c", code, str(path)], cwd=tmp_path, env=env, capture_output=True,
+    result = subprocess.run([sys.executable, "-c", code, str(path)], cwd=tmp_path, env=_cli_env(), capture_output=True,
                             text=True, timeout=120)
     assert result.stdout.split() == ["2", "False"], result.stdout + result.stderr
     assert "compare.seeds: give at least one seed" in result.stderr

@@ -14,6 +14,8 @@ import pandas as pd
 import pytest
 from ray import cloudpickle
 
+from lrservice.files import read_json_lines
+
 pytestmark = pytest.mark.slow
 cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers cannot import test modules
 
@@ -75,7 +77,7 @@ def test_killed_trial_resumes_from_its_checkpoint(ray_local, tmp_path):
     result = tuner.fit()[0]
     assert result.error is None
     assert marker.exists(), "the first attempt never killed itself"
-    history = pd.DataFrame([json.loads(line) for line in log.read_text().splitlines()])
+    history = pd.DataFrame(read_json_lines(log))
     final = result.metrics
     assert final["step"] == TOTAL_STEPS
     killed_pid = int(marker.read_text())

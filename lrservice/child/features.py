@@ -97,9 +97,7 @@ def _extended(paper: np.ndarray, progress: np.ndarray | float) -> np.ndarray:
 
 
 def _invariant(paper: np.ndarray, progress: np.ndarray | float) -> np.ndarray:
-    return np.stack([
-        np.broadcast_to(np.asarray(progress, dtype=np.float64), paper.shape[:-1]),
-        np.log10(np.maximum(paper[..., 6], 1e-30)),
-        np.log(np.maximum(paper[..., 1], LOSS_FLOOR)) - np.log(np.maximum(paper[..., 0], LOSS_FLOOR)),
-        np.log(np.maximum(paper[..., 3], VAR_FLOOR)) - np.log(np.maximum(paper[..., 2], VAR_FLOOR)),
-    ], axis=-1)
+    """From the extended columns (one definition of progress, log LR and log losses)."""
+    done, log10_lr, log_train, log_val = np.moveaxis(_extended(paper, progress)[..., len(FEATURE_NAMES):], -1, 0)
+    log_change_ratio = np.log(np.maximum(paper[..., 3], VAR_FLOOR)) - np.log(np.maximum(paper[..., 2], VAR_FLOOR))
+    return np.stack([done, log10_lr, log_val - log_train, log_change_ratio], axis=-1)

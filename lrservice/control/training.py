@@ -95,7 +95,7 @@ def progress_line(row: Mapping[str, Any], total: int) -> str:
             f"lr {row['lr_start']:.2e}->{row['lr_end']:.2e} (min {row['lr_min']:.2e} median {row['lr_median']:.2e} "
             f"max {row['lr_max']:.2e})  episodes {row['episodes_lifetime']:.0f} ({row['episodes_per_s']:.2f}/s)  "
             f"{row['env_steps_per_s']:.1f} env steps/s  {row['child_steps_per_s']:.0f} child steps/s  "
-            f"ppo lr {row.get('ppo_lr', math.nan):.1e}  "
+            f"ppo lr {row['ppo_lr']:.1e}  "
             f"{row['iteration_s']:.1f} s/iter  wall {row['wall_s']:.0f} s")
 
 
