@@ -133,10 +133,12 @@ def test_controller_arm_under_an_envelope_resumes_from_a_checkpoint_identically(
 
 def test_cli_writes_tuned_paired_evidence(tmp_path, capsys):
     cfg = tmp_path / "c.yaml"
-    cfg.write_text(yaml.safe_dump({"task": TASK, "controller": CONTROLLER, "evaluate": EVALUATE}))
+    cfg.write_text(yaml.safe_dump({"task": TASK, "controller": CONTROLLER, "evaluate": {**EVALUATE, "seeds": [9]}}))
     ctrl = _export(tmp_path / "ctrl.pt")
     out = tmp_path / "out"
-    assert main(["evaluate-controller", "--config", str(cfg), "--controller", f"mine={ctrl}", "--output", str(out)]) == 0
+    seeds = f"{EVALUATE['seeds'][0]}-{EVALUATE['seeds'][-1]}"  # --seeds replaces the config's held-out seeds
+    assert main(["evaluate-controller", "--config", str(cfg), "--controller", f"mine={ctrl}", "--output", str(out),
+                 "--seeds", seeds]) == 0
     printed = capsys.readouterr().out
     assert "tuned constant:" in printed and "| mine |" in printed
     runs = pd.read_parquet(out / "runs.parquet")
@@ -217,3 +219,18 @@ def test_comparison_cost_of_a_pretrained_or_exported_controller(tmp_path):
     assert (cost.steps, cost.note) == (0, f"pretrained ({int(shipped)} child steps), reused")
     made = controller_cost(_export(tmp_path / "c.pt"), trained_here=False, action_every=10)
     assert made.note == "pretrained (1234 child steps), reused"
+
+
+def test_a_controller_run_that_diverges_is_marked_and_its_neighbour_is_not(tmp_path):
+    """Divergence is per child: a start far above any sane LR blows up, one at 1e-4 does not."""
+    controller = {**CONTROLLER, "factors": [2.0, 4.0, 8.0], "lr_max": 1.0e6, "initial_lrs": [1.0e5, 1.0e-4]}
+    ctrl = LearnedController.from_checkpoint(_export(tmp_path / "c.pt", controller=controller))
+    task = config_from_dict({"task": {**TASK, "optimizer": "sgd"}}).task
+    data = load_task_data(task)
+    runs = run_controller(ctrl, task, data, [(1.0e5, 1), (1.0e-4, 1)])
+    trainer = ChildTrainer(task, data=data)  # the same child alone at the huge LR diverges too
+    trainer.reset(1.0e5, 1)
+    trainer.train_steps(ctrl.action_every)
+    assert trainer.diverged
+    assert [r.diverged for r in runs] == [True, False]
+    assert math.isfinite(runs[1].val_loss)

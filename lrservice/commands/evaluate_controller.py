@@ -2,6 +2,8 @@
 
     lrservice evaluate-controller --config configs/digits-mlp-controller.yaml --controller results/controller/digits-mlp
     lrservice evaluate-controller --config configs/mnist1d-mlp.yaml --controller a=ctrl-a.pt --controller b=ctrl-b.pt
+    lrservice evaluate-controller --config configs/digits-mlp-controller.yaml --controller pretrained:digits-mlp \
+        --seeds 1000-1099
 
 Tunes constant and cosine on the config's evaluate grids and tune seeds, then runs them and
 each controller (deterministic policy, from every initial LR) on held-out seeds, and writes
@@ -26,6 +28,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--config", required=True, help="YAML/JSON run config: its task and evaluate sections")
     parser.add_argument("--controller", action="append", required=True, metavar="[NAME=]PATH",
                         help="exported controller (.pt), checkpoint or train-controller output dir; repeatable")
+    parser.add_argument("--seeds", default=None, metavar="FIRST-LAST|S,S,...",
+                        help="held-out seeds instead of evaluate.seeds, e.g. 1000-1099 (never the tune seeds)")
     parser.add_argument("--output", default=None, help="output directory (default: evaluate.output_dir)")
     parser.add_argument("--download", action="store_true", help="let torchvision datasets download into task.data_dir")
     parser.set_defaults(func=run, address=None, resume=False)
@@ -46,7 +50,21 @@ def _named(specs: list[str], taken: tuple[str, ...]) -> dict[str, str]:
     return named
 
 
+def parse_seeds(spec: str) -> list[int]:
+    """``--seeds``: an inclusive range ``FIRST-LAST`` or a comma-separated list of non-negative integers."""
+    first, dash, last = spec.partition("-")
+    try:
+        seeds = list(range(int(first), int(last) + 1)) if dash else [int(s) for s in spec.split(",")]
+    except ValueError:
+        seeds = []
+    if not seeds or min(seeds) < 0 or len(set(seeds)) != len(seeds):
+        raise ConfigError(f"--seeds: {spec!r} is not allowed; give FIRST-LAST (e.g. 1000-1099) or distinct "
+                          "non-negative integers separated by commas")
+    return seeds
+
+
 def run(args: argparse.Namespace) -> int:
+    config = load_run_config(args, **({"evaluate": {"seeds": parse_seeds(args.seeds)}} if args.seeds else {}))  # refused before torch loads
     import torch  # torch and the controller stack: on use, so `lrservice --help` stays fast (docs/architecture.md)
 
     from lrservice.child.trainer import load_task_data
@@ -55,7 +73,6 @@ def run(args: argparse.Namespace) -> int:
     from lrservice.control.evaluate import BASELINE_KINDS, evaluate_controllers
     from lrservice.control.evidence import write_evaluation
 
-    config = load_run_config(args)
     paths = {name: resolve_checkpoint(path) for name, path in _named(args.controller, BASELINE_KINDS).items()}  # before any work
     torch.set_num_threads(1)
     ev, task = config.evaluate, config.task

@@ -87,16 +87,17 @@ def run_controller(controller: LearnedController, task: TaskConfig, data: ChildD
     batch = EpisodeBatch(task, rules, len(starts), data_for=lambda _t: data)
     obs, _ = batch.reset([{"initial_lr": lr, "child_seed": seed} for lr, seed in starts])
     done = np.zeros(len(starts), dtype=bool)
+    diverged = np.zeros(len(starts), dtype=bool)
     trace = []
     while not done.all():
         actions = controller.actions(obs)
         obs, _, terminated, infos = batch.step(actions, autoreset=False)
         trace.append(np.where(done, np.nan, infos["lr"]))
+        diverged |= infos["diverged"]  # an env's episode ends at the step its child diverges
         done |= terminated
     val, test = batch.evaluate("val"), batch.evaluate("test")
-    diverged = [bool(batch.pools[0].diverged[batch.slot[0][i]]) for i in range(len(starts))]
     trace = np.asarray(trace)
-    return [Run(name, lr, seed, val[i].loss, val[i].accuracy, test[i].loss, test[i].accuracy, diverged[i],
+    return [Run(name, lr, seed, val[i].loss, val[i].accuracy, test[i].loss, test[i].accuracy, bool(diverged[i]),
                 tuple(trace[:, i]), controller.action_every) for i, (lr, seed) in enumerate(starts)]
 
 
