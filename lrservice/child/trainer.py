@@ -51,24 +51,29 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def load_task_data(task: TaskConfig) -> ChildData:
-    """The task's dataset, split with the fixed split seed (0) so every run sees the same splits."""
-    return load_dataset(task.dataset, task.data_path, download=task.download, val_size=task.val_size,
-                        split_seed=0, max_train_samples=task.max_train_samples)
+def _data_fields(task: TaskConfig) -> tuple:
+    """The task fields that decide its data: dataset, data directory, download, val_size, max_train_samples."""
+    return task.dataset, str(task.data_path), task.download, task.val_size, task.max_train_samples
 
 
-@lru_cache(maxsize=2)
-def _cached_data(dataset: str, root: str, download: bool, val_size: int, max_train_samples: int | None) -> ChildData:
-    """Keyed on plain values; two entries so a process switching tasks keeps at most two datasets."""
+def _load(dataset: str, root: str, download: bool, val_size: int, max_train_samples: int | None) -> ChildData:
     return load_dataset(dataset, root, download=download, val_size=val_size, split_seed=0,
                         max_train_samples=max_train_samples)
 
 
+_cached_load = lru_cache(maxsize=2)(_load)  # keyed on plain values; a process switching tasks keeps at most two
+
+
+def load_task_data(task: TaskConfig) -> ChildData:
+    """The task's dataset, split with the fixed split seed (0) so every run sees the same splits."""
+    return _load(*_data_fields(task))
+
+
 def cached_task_data(task: TaskConfig) -> ChildData:
-    """:func:`load_task_data`, once per process for the fields that decide the data (dataset, data
-    directory, download, val_size, max_train_samples): env resets, reused Tune actors and trials share it.
-    Every caller shares the same tensors, so none may modify them in place."""
-    return _cached_data(task.dataset, str(task.data_path), task.download, task.val_size, task.max_train_samples)
+    """:func:`load_task_data`, once per process for the fields that decide the data: env resets,
+    reused Tune actors and trials share it. Every caller shares the same tensors, so none may modify
+    them in place."""
+    return _cached_load(*_data_fields(task))
 
 
 def make_optimizer(task: TaskConfig, params, lr: float) -> torch.optim.Optimizer:
