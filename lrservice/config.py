@@ -174,6 +174,7 @@ class ControllerConfig:
     gamma: float = 0.99
     gae_lambda: float = 1.0
     entropy_coeff: float = 0.0
+    clip_param: float = 0.3
     num_env_runners: int = 1
     num_envs_per_env_runner: int = 1
     checkpoint_every: int = 5
@@ -193,7 +194,7 @@ class ControllerConfig:
         _choice(f"{path}.envelope", self.envelope, ENVELOPES)
         for name in ("action_every", "iterations", "train_batch_size", "minibatch_size",
                      "num_epochs", "ppo_lr", "num_envs_per_env_runner", "checkpoint_every",
-                     "lr_min", "lr_max"):
+                     "lr_min", "lr_max", "clip_param"):
             _positive(f"{path}.{name}", getattr(self, name))
         for name in ("lr_noise_std", "divergence_penalty", "entropy_coeff", "num_env_runners"):
             _positive(f"{path}.{name}", getattr(self, name), allow_zero=True)

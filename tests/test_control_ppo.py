@@ -33,13 +33,13 @@ def test_ppo_config_models_batches_and_fault_tolerance():
 
     from lrservice.control.ppo import build_ppo_config
 
-    cfg = build_ppo_config(run_config(hidden=[32, 32], ppo_lr=1e-3, gamma=0.9), Placement(note="test"))
+    cfg = build_ppo_config(run_config(hidden=[32, 32], ppo_lr=1e-3, gamma=0.9, clip_param=0.1), Placement(note="test"))
     assert cfg.enable_rl_module_and_learner and cfg.enable_env_runner_and_connector_v2
     assert cfg.env == ENV_NAME and cfg.env_config["controller"]["action_every"] == 10
     model = cfg.model_config
     assert list(model["fcnet_hiddens"]) == [32, 32] and model["vf_share_layers"] is False
     assert (cfg.train_batch_size_per_learner, cfg.minibatch_size, cfg.num_epochs) == (100, 50, 2)
-    assert (cfg.lr, cfg.gamma) == (1e-3, 0.9)
+    assert (cfg.lr, cfg.gamma, cfg.clip_param) == (1e-3, 0.9, 0.1)
     decaying = build_ppo_config(run_config(ppo_lr=1e-3, ppo_lr_final=1e-4), Placement(note="test"), iterations=4)
     assert decaying.lr == [[0, 1e-3], [4 * 100, 1e-4]]  # over the run's 4 iterations x train batch 100
     assert cfg.num_env_runners == 1 and cfg.rollout_fragment_length == 100

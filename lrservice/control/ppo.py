@@ -98,6 +98,7 @@ def build_ppo_config(run_config: RunConfig, placement: Placement, iterations: in
             gamma=c.gamma,
             lambda_=c.gae_lambda,
             entropy_coeff=c.entropy_coeff,
+            clip_param=c.clip_param,
         )
         .rl_module(model_config=DefaultModelConfig(fcnet_hiddens=list(c.hidden), fcnet_activation="tanh",
                                                    vf_share_layers=False))
