@@ -435,6 +435,10 @@ class EvaluateConfig:
         for name in ("constant_grid", "cosine_grid", "initial_lrs"):
             for i, lr in enumerate(getattr(self, name)):
                 _positive(f"{path}.{name}[{i}]", lr)
+        for name in ("tune_seeds", "seeds"):  # paired per seed: a repeated seed would silently collapse
+            seeds = list(getattr(self, name))
+            if min(seeds) < 0 or len(set(seeds)) != len(seeds):
+                raise ConfigError(f"{path}.{name}: {seeds} is not allowed; give distinct non-negative integers")
         shared = sorted(set(self.tune_seeds) & set(self.seeds))
         if shared:
             raise ConfigError(f"{path}.seeds: {shared} are also tune_seeds; held-out seeds must never be tuned on")
