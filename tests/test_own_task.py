@@ -318,3 +318,71 @@ def test_check_task_names_a_multitask_entry(plugin_dir):
     config = config_from_dict({"controller": {"tasks": [{"dataset": "digits"}, bad]}})
     with pytest.raises(ConfigError, match=r"^controller\.tasks\[1\]\.model: "):
         check_tasks(config)
+
+
+# -- a plugin task through every command, real CLI ------------------------------------------------
+
+def _lrservice(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env.pop("RAY_ADDRESS", None)
+    result = subprocess.run([sys.executable, "-m", "lrservice", *args], cwd=cwd, env=env, capture_output=True,
+                            text=True, timeout=900)
+    assert result.returncode == 0, f"lrservice {' '.join(args)}:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    return result
+
+
+@pytest.mark.slow
+def test_a_plugin_task_goes_through_every_command(plugin_dir, tmp_path):
+    project = tmp_path / "project"  # the user's project: their package beside their config, outside the repo
+    project.mkdir()
+    (project / PACKAGE).symlink_to(plugin_dir / PACKAGE)
+    out = tmp_path / "out"
+    task = {k: v for k, v in _task(plugin_dir).items() if k != "plugin_dirs"}
+    config = {
+        "task": task,
+        "controller": {"action_every": 10, "train_batch_size": 100, "minibatch_size": 50, "num_epochs": 1,
+                       "iterations": 1, "checkpoint_every": 1, "num_env_runners": 1, "num_envs_per_env_runner": 2},
+        "compare": {"name": "own", "output_dir": str(out), "tune_seeds": [100], "seeds": [0, 1],
+                    "max_concurrent_trials": 2, "checkpoint_every": 20, "target_accuracy": 0.5, "arms": [
+                        {"name": "constant", "kind": "constant", "grid": {"lr": [0.003, 0.03]}},
+                        {"name": "cosine", "kind": "cosine", "params": {"lr": 0.01}},
+                        {"name": "cos-zoo", "kind": "policy", "params": {"name": "COS", "k0": 0.0, "k1": 0.01, "l": 40}},
+                        {"name": "controller", "kind": "controller",
+                         "params": {"checkpoint": "pretrained:digits-mlp", "lr": 0.003}},
+                        {"name": "pbt", "kind": "pbt", "params": {"population": 4, "interval": 20}}]},
+        "evaluate": {"tune_seeds": [100], "seeds": [1000, 1001], "constant_grid": [0.003, 0.03],
+                     "cosine_grid": [0.01], "initial_lrs": [0.01], "output_dir": str(out / "evaluate")},
+        "recommend": {"name": "own-rec", "output_dir": str(out), "target_accuracy": 0.5, "budget": 40,
+                      "num_samples": 2, "top_k": 1, "verify_seeds": [11], "lr_scales": [0.1],
+                      "num_composites": 1, "compose_fractions": [0.5]},
+        "resources": {"num_cpus": 2},
+    }
+    (project / "c.yaml").write_text(yaml.safe_dump(config))
+    cwd = tmp_path  # neither the repository nor the project: the package is found beside the config file
+
+    compared = _lrservice(["compare", "--config", str(project / "c.yaml")], cwd)
+    assert f"task: model {PACKAGE}:Net" in compared.stdout  # the contract check's line, before Ray
+    run_dir = out / "own"
+    trials = pd.read_parquet(run_dir / "trials.parquet")
+    steps = pd.read_parquet(run_dir / "steps.parquet")
+    evaluated = trials[trials.phase == "eval"]
+    assert set(evaluated.arm) == {"constant", "cosine", "cos-zoo", "controller", "pbt"}
+    assert set(evaluated[evaluated.arm == "controller"].seed) == {0, 1}
+    assert evaluated.test_accuracy.between(0, 1).all() and not evaluated.diverged.any()
+    assert set(steps.trial_id) == set(trials.trial_id) and set(steps.step) == {20, 40}
+    assert list((run_dir / "tensorboard").rglob("events.out.tfevents*"))
+    _lrservice(["report", str(run_dir)], cwd)
+    assert "controller" in (run_dir / "report.md").read_text()
+
+    _lrservice(["train-controller", "--config", str(project / "c.yaml"), "--output", str(out / "ctrl")], cwd)
+    assert (out / "ctrl" / "controller.pt").is_file()
+    assert len(pd.read_parquet(out / "ctrl" / "training_log.parquet")) == 1
+
+    _lrservice(["evaluate-controller", "--config", str(project / "c.yaml"), "--controller", f"mine={out / 'ctrl'}",
+                "--controller", "digits=pretrained:digits-mlp"], cwd)
+    runs = pd.read_parquet(out / "evaluate" / "runs.parquet")
+    assert {"mine", "digits", "constant", "cosine"} <= set(runs.arm)
+    assert set(runs.seed) == {1000, 1001} and runs.val_loss.map(math.isfinite).all()
+
+    _lrservice(["recommend", "--config", str(project / "c.yaml")], cwd)
+    assert (out / "own-rec" / "recommended.yaml").is_file()
