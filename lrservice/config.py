@@ -23,7 +23,9 @@ from typing import Any, Mapping
 
 import yaml
 
-from lrservice.child.names import DATASETS, MODELS
+from lrservice.child.names import DATASETS, LOSSES, MODELS
+from lrservice.child.plugins import check_spec, is_plugin
+from lrservice.errors import ConfigError
 from lrservice.schedules.baselines import BASELINES
 from lrservice.schedules.compose import policy_from_dict
 
@@ -36,10 +38,6 @@ ENVELOPES = ("none", "cosine", "linear")  # lrservice.control.actions.envelope g
 FEATURE_SETS = ("paper", "extended", "invariant")  # the keys of lrservice.child.features.FEATURE_SETS (a test checks)
 ARM_KINDS = BASELINES + ("policy", "controller", "pbt")
 DEFAULT_DATA_DIR = "~/.cache/lrservice/data"
-
-
-class ConfigError(ValueError):
-    """A config value is invalid; the message names the field and what is allowed."""
 
 
 def _choice(path: str, value: Any, allowed: tuple) -> None:
@@ -61,9 +59,24 @@ class TaskConfig:
     """The child task: dataset, model, optimizer and training length."""
 
     dataset: str = "digits"
-    """One of :data:`lrservice.child.names.DATASETS`; ``digits`` ships with scikit-learn."""
+    """A built-in (:data:`lrservice.child.names.DATASETS`; ``digits`` ships with scikit-learn) or your
+    loader ``"package.module:loader"``, called as ``loader(root, **dataset_args)`` (docs/own-task.md)."""
+    dataset_args: dict = field(default_factory=dict)
+    """Keyword arguments for the dataset loader."""
     model: str = "mlp"
-    """One of :data:`lrservice.child.names.MODELS`."""
+    """A built-in (:data:`lrservice.child.names.MODELS`) or your factory ``"package.module:factory"``,
+    called as ``factory(input_shape, num_classes, **model_args)``; it returns an ``nn.Module`` giving logits."""
+    model_args: dict = field(default_factory=dict)
+    """Keyword arguments for the model factory (e.g. ``hidden: [128, 64]`` for ``mlp``)."""
+    loss: str = "cross_entropy"
+    """``cross_entropy`` or your ``"package.module:loss"``, called as ``loss(outputs, targets)`` -> the mean
+    over the batch."""
+    classification: bool | None = None
+    """Whether targets are class indices, so accuracy and steps-to-target are reported; ``None``: true
+    exactly when ``loss`` is ``cross_entropy``."""
+    plugin_dirs: tuple[str, ...] = ()
+    """Directories searched for plugin modules before ``sys.path``; when a plugin is named and this is
+    empty, loading the config fills in the config file's directory and the working directory."""
     batch_size: int = 64
     """Training samples per step."""
     steps: int = 1000
@@ -93,11 +106,15 @@ class TaskConfig:
     """One of :data:`DEVICES`; ``auto`` uses CUDA when the process sees a GPU."""
 
     def validate(self, path: str = "task") -> None:
-        _choice(f"{path}.dataset", self.dataset, DATASETS)
-        _choice(f"{path}.model", self.model, MODELS)
+        check_spec(f"{path}.dataset", self.dataset, DATASETS, "dataset loader")
+        check_spec(f"{path}.model", self.model, MODELS, "model factory")
+        check_spec(f"{path}.loss", self.loss, LOSSES, "loss")
+        if self.classification is False and self.loss == "cross_entropy":
+            raise ConfigError(f"{path}.classification: false is not allowed with loss 'cross_entropy' "
+                              "(it needs class indices); name your own loss")
         _choice(f"{path}.optimizer", self.optimizer, OPTIMIZERS)
         _choice(f"{path}.device", self.device, DEVICES)
-        if self.dataset == "mnist1d" and self.model != "mlp":
+        if self.dataset == "mnist1d" and self.model in ("lenet5", "resnet18"):
             raise ConfigError(f"{path}.model: {self.model!r} is not allowed with dataset 'mnist1d' "
                               f"(1-D signals of length 40, no 2-D image); use 'mlp'")
         for name in ("batch_size", "steps", "val_size", "val_subset", "eval_every"):
@@ -107,6 +124,16 @@ class TaskConfig:
             raise ConfigError(f"{path}.momentum: {self.momentum!r} is not allowed; it must be in [0, 1)")
         if self.max_train_samples is not None:
             _positive(f"{path}.max_train_samples", self.max_train_samples)
+
+    @property
+    def is_classification(self) -> bool:
+        """Targets are class indices: accuracy is measured (see ``classification``)."""
+        return self.loss == "cross_entropy" if self.classification is None else self.classification
+
+    @property
+    def plugins(self) -> tuple[str, ...]:
+        """The fields that name a plugin rather than a built-in."""
+        return tuple(name for name in ("dataset", "model", "loss") if is_plugin(getattr(self, name)))
 
     @property
     def data_path(self) -> Path:
@@ -590,9 +617,21 @@ def _build(cls: type, data: Any, path: str) -> Any:
     return cls(**kwargs)
 
 
-def config_from_dict(data: Mapping[str, Any]) -> RunConfig:
-    """Build and validate a :class:`RunConfig` from plain data (as parsed from YAML/JSON)."""
-    return _build(RunConfig, data or {}, "").validate()
+def config_from_dict(data: Mapping[str, Any], base_dir: str | os.PathLike | None = None) -> RunConfig:
+    """Build and validate a :class:`RunConfig` from plain data (as parsed from YAML/JSON).
+
+    A task that names a plugin and no ``plugin_dirs`` gets ``base_dir`` (the config file's
+    directory) and the working directory, as absolute paths, so trials on Ray workers import
+    the same module the driver checked.
+    """
+    run = _build(RunConfig, data or {}, "").validate()
+    dirs = tuple(dict.fromkeys(str(Path(d).resolve()) for d in (base_dir, os.getcwd()) if d is not None))
+    fill = lambda t: dataclasses.replace(t, plugin_dirs=dirs) if t.plugins and not t.plugin_dirs else t
+    tasks = tuple(fill(t) for t in run.controller.tasks)
+    if fill(run.task) is run.task and tasks == run.controller.tasks:
+        return run
+    return dataclasses.replace(run, task=fill(run.task),
+                               controller=dataclasses.replace(run.controller, tasks=tasks)).validate()
 
 
 def load_config(path: str | os.PathLike) -> RunConfig:
@@ -632,7 +671,7 @@ def load_config(path: str | os.PathLike) -> RunConfig:
         raise empty
     if not isinstance(data, Mapping):
         raise ConfigError(f"config: {p} must hold a mapping with sections {sections}")
-    return config_from_dict(data)
+    return config_from_dict(data, base_dir=p.parent)
 
 
 def _yaml_problem(exc: Exception) -> str:

@@ -44,7 +44,7 @@ def test_bad_choice_names_field_value_and_allowed(data, field, allowed):
     ({"task": {"steps": 0}}, "task.steps: 0"),
     ({"task": {"steps": "ten"}}, "task.steps: 'ten' is not allowed; expected an integer"),
     ({"task": {"batch_size": True}}, "task.batch_size: True"),
-    ({"task": {"bogus": 1}}, "task.bogus: unknown field; allowed fields are: dataset, model"),
+    ({"task": {"bogus": 1}}, "task.bogus: unknown field; allowed fields are: dataset, dataset_args, model, model_args"),
     ({"taks": {}}, "taks: unknown field; allowed fields are: task, controller, compare, recommend, evaluate, resources"),
     ({"controller": {"factor": 0.9}}, "controller.factor: 0.9"),
     ({"controller": {"features": "all"}}, "controller.features: 'all' is not allowed; choose one of: paper, extended"),

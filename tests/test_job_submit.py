@@ -226,3 +226,56 @@ def test_job_submit_runs_lrservice_train_controller(token_head, tmp_path):
     assert len(log) == 1  # controller.iterations
     assert sorted(p.name for p in (output / "checkpoints").glob("iter_*")) == ["iter_000001"]
     assert "[lrservice] controller checkpoint:" in run.stdout
+
+
+USER_PACKAGE = '''\
+import numpy as np
+from torch import nn
+
+
+def load(root):
+    rng = np.random.default_rng(0)
+    centres = rng.normal(0, 2.0, size=(3, 5))
+    y = rng.integers(0, 3, size=300)
+    x = (centres[y] + rng.normal(0, 1.0, size=(300, 5))).astype(np.float32)
+    return {"train": (x[:200], y[:200]), "test": (x[200:], y[200:])}
+
+
+def net(input_shape, num_classes, width=8):
+    return nn.Sequential(nn.Linear(input_shape[0], width), nn.ReLU(), nn.Linear(width, num_classes))
+'''
+
+PLUGIN_COMPARE = """\
+task: {{dataset: "userpkg:load", model: "userpkg:net", model_args: {{width: 12}}, batch_size: 16, steps: 40,
+        val_size: 50, val_subset: 32, eval_every: 20}}
+compare:
+  name: plugin-job
+  arms:
+    - {{name: cosine, kind: cosine, params: {{lr: 0.01}}}}
+  seeds: [0, 1]
+  target_accuracy: 0.5
+  max_failures: 0
+  output_dir: {output_dir}
+resources: {{num_cpus: 2, cpus_per_trial: 1}}
+"""
+
+
+def test_job_submit_runs_a_plugin_task_from_the_users_working_dir(token_head, tmp_path):
+    """A user's project (their package beside their config, not in lrservice) as the job's working dir."""
+    workdir = tmp_path / "user_project"
+    (workdir / "userpkg").mkdir(parents=True)
+    (workdir / "userpkg" / "__init__.py").write_text(USER_PACKAGE)
+    output_dir = tmp_path / "results"
+    (workdir / "config.yaml").write_text(PLUGIN_COMPARE.format(output_dir=output_dir))
+    run = token_head.ray_cli("job", "submit", "--address", token_head.url, "--working-dir", str(workdir),
+                             "--submission-id", "lrs-plugin", "--", "lrservice", "compare", "--config", "config.yaml",
+                             "--no-report")
+    assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-4000:]
+    code, body = token_head.http("/api/jobs/lrs-plugin", token=token_head.token)
+    assert code == 200 and json.loads(body)["status"] == "SUCCEEDED"
+    assert "[lrservice] task: model userpkg:net (" in run.stdout  # checked on the head before the trials
+    import pandas as pd
+
+    trials = pd.read_parquet(output_dir / "plugin-job" / "trials.parquet")
+    assert sorted(trials["seed"]) == [0, 1] and (trials["steps_done"] == 40).all()
+    assert trials["test_accuracy"].between(0, 1).all()

@@ -1,7 +1,9 @@
 """Child networks sized from the dataset's input shape: MLP, LeNet-5, ResNet-18 (CIFAR variant).
 
-Every model ends in an ``nn.Linear`` called ``head`` so the controller's features
-(mean and variance of the output layer's weights) find it the same way for all.
+Every built-in model ends in an ``nn.Linear`` called ``head`` so the controller's features
+(mean and variance of the output layer's weights) find it the same way for all. A user's
+model comes through the same door (:func:`build_model`): ``factory(input_shape, num_classes,
+**model_args)`` returning an ``nn.Module`` (:func:`lrservice.child.observer.output_layer` finds its output layer).
 """
 
 from __future__ import annotations
@@ -11,7 +13,11 @@ import math
 import torch
 from torch import nn
 
+from typing import Any, Mapping, Sequence
+
 from lrservice.child.names import MODELS
+from lrservice.child.plugins import resolve
+from lrservice.errors import ConfigError
 
 
 class MLP(nn.Module):
@@ -73,12 +79,21 @@ class ResNet18(nn.Module):
         return self.head(self.body(x))
 
 
-def build_model(name: str, input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
-    """Build a child model by name for inputs of ``input_shape`` (C, H, W)."""
-    if name == "mlp":
-        return MLP(input_shape, num_classes)
-    if name == "lenet5":
-        return LeNet5(input_shape, num_classes)
-    if name == "resnet18":
-        return ResNet18(input_shape, num_classes)
-    raise ValueError(f"task.model: {name!r} is not allowed; choose one of: {', '.join(MODELS)}")
+def build_model(name: str, input_shape: tuple[int, ...], num_classes: int, args: Mapping[str, Any] | None = None,
+                plugin_dirs: Sequence[str] = ()) -> nn.Module:
+    """Build a child model — a built-in by name or a plugin ``"package.module:factory"`` — for inputs of
+    ``input_shape`` (without the batch dimension) and ``num_classes`` outputs."""
+    factory = resolve("task.model", name, MODELS, plugin_dirs, "model factory")
+    try:
+        model = factory(tuple(input_shape), int(num_classes), **dict(args or {}))
+    except Exception as exc:
+        raise ConfigError(f"task.model: factory {name!r} raised {type(exc).__name__}: {exc}") from None
+    if not isinstance(model, nn.Module):
+        raise ConfigError(f"task.model: factory {name!r} returned a {type(model).__name__}, not a torch.nn.Module")
+    return model
+
+
+def task_model(task, input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
+    """The model a :class:`~lrservice.config.TaskConfig` names, with its ``model_args``."""
+    return build_model(task.model, input_shape, num_classes, task.model_args, task.plugin_dirs)
+

@@ -93,6 +93,6 @@ class SeparateChildren:
 def child_pool(task: TaskConfig, num_children: int, data: ChildData | None = None,
                device: str | None = None) -> ChildPool:
     """K children of ``task``: batched when the model supports it, else separate trainers."""
-    if task.model in BATCHED_MODELS:
+    if task.model in BATCHED_MODELS and task.loss == "cross_entropy":
         return BatchedChildTrainer(task, num_children, data=data, device=device)
     return SeparateChildren(task, num_children, data=data, device=device)

@@ -8,6 +8,7 @@ forward/backward. A non-finite loss marks the child as diverged instead of raisi
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass
 from functools import lru_cache
@@ -15,11 +16,12 @@ from typing import Callable
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from lrservice.child.data import ChildData, load_dataset
-from lrservice.child.observer import ChildObserver
-from lrservice.child.models import build_model
+from lrservice.child.models import task_model
+from lrservice.child.names import LOSSES
+from lrservice.child.observer import ChildObserver, accuracy
+from lrservice.child.plugins import resolve
 from lrservice.config import TaskConfig
 
 EVAL_CHUNK = 2048
@@ -52,13 +54,17 @@ def resolve_device(name: str) -> torch.device:
 
 
 def _data_fields(task: TaskConfig) -> tuple:
-    """The task fields that decide its data: dataset, data directory, download, val_size, max_train_samples."""
-    return task.dataset, str(task.data_path), task.download, task.val_size, task.max_train_samples
+    """The task fields that decide its data, as hashable values: dataset and its args, data directory,
+    download, val_size, max_train_samples, plugin directories, whether targets are class indices."""
+    return (task.dataset, json.dumps(task.dataset_args, sort_keys=True, default=str), str(task.data_path),
+            task.download, task.val_size, task.max_train_samples, tuple(task.plugin_dirs), task.is_classification)
 
 
-def _load(dataset: str, root: str, download: bool, val_size: int, max_train_samples: int | None) -> ChildData:
+def _load(dataset: str, args: str, root: str, download: bool, val_size: int, max_train_samples: int | None,
+          plugin_dirs: tuple[str, ...], classification: bool) -> ChildData:
     return load_dataset(dataset, root, download=download, val_size=val_size, split_seed=0,
-                        max_train_samples=max_train_samples)
+                        max_train_samples=max_train_samples, args=json.loads(args), plugin_dirs=plugin_dirs,
+                        classification=classification)
 
 
 _cached_load = lru_cache(maxsize=2)(_load)  # keyed on plain values; a process switching tasks keeps at most two
@@ -74,6 +80,11 @@ def cached_task_data(task: TaskConfig) -> ChildData:
     reused Tune actors and trials share it. Every caller shares the same tensors, so none may modify
     them in place."""
     return _cached_load(*_data_fields(task))
+
+
+def task_loss(task: TaskConfig) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """The task's loss ``loss(outputs, targets) -> mean over the batch`` (cross-entropy by default)."""
+    return resolve("task.loss", task.loss, LOSSES, task.plugin_dirs, "loss")
 
 
 def make_optimizer(task: TaskConfig, params, lr: float) -> torch.optim.Optimizer:
@@ -96,19 +107,21 @@ class ChildTrainer:
         self.step = 0
         self.observer: ChildObserver | None = None
         self.diverged = False
+        self.loss = task_loss(task)
 
     # -- lifecycle -------------------------------------------------------------------------
     def reset(self, lr: float, seed: int | None = None) -> None:
         """Fresh weights and optimizer state from ``seed`` (default: the task's seed)."""
         seed = self.task.seed if seed is None else seed
         torch.manual_seed(seed)
-        self.model = build_model(self.task.model, self.data.input_shape, self.data.num_classes).to(self.device)
+        self.model = task_model(self.task, self.data.input_shape, self.data.num_classes).to(self.device)
         self.optimizer = make_optimizer(self.task, self.model.parameters(), lr)
         self._batch_gen = torch.Generator().manual_seed(seed + 1_000_003)
         self._order = torch.empty(0, dtype=torch.int64)
         self._cursor = 0
         self.step = 0
-        self.observer = ChildObserver(self.model, *self.split("val_subset"), self.optimizer)
+        self.observer = ChildObserver(self.model, *self.split("val_subset"), self.optimizer, loss=self.loss,
+                                      classification=self.task.is_classification)
         self.diverged = False
 
     def state_dict(self) -> dict:
@@ -152,7 +165,7 @@ class ChildTrainer:
 
     @property
     def head_weight(self) -> torch.Tensor:
-        return self.model.head.weight.detach()
+        return self.observer.head.weight.detach()
 
     # -- training --------------------------------------------------------------------------
     def _next_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -179,7 +192,7 @@ class ChildTrainer:
         total, taken = 0.0, 0
         for _ in range(k):
             x, y = self._next_batch()
-            loss = F.cross_entropy(self.model(x), y)
+            loss = self.loss(self.model(x), y)
             value = float(loss.detach())
             if not math.isfinite(value):
                 self.diverged = True
@@ -203,11 +216,11 @@ class ChildTrainer:
         return torch.cat([self.model(x[i:i + EVAL_CHUNK]) for i in range(0, x.shape[0], EVAL_CHUNK)])
 
     def evaluate(self, split: str = "val") -> Evaluation:
-        """Mean cross-entropy and accuracy on ``train``, ``val``, ``val_subset`` or ``test``."""
+        """The task's loss and (classification) accuracy on ``train``, ``val``, ``val_subset`` or ``test``."""
         x, y = self.split(split)
         out = self.logits(x)
-        loss = float(F.cross_entropy(out, y))
-        acc = float((out.argmax(dim=1) == y).float().mean())
+        loss = float(self.loss(out, y))
+        acc = accuracy(out, y) if self.task.is_classification else math.nan
         return Evaluation(loss=loss, accuracy=acc)
 
     def split(self, name: str) -> tuple[torch.Tensor, torch.Tensor]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 
 from lrservice.config import ConfigError, RunConfig, load_config
+from lrservice.preflight import check_tasks
 from lrservice.runtime import add_address_argument
 
 
@@ -31,7 +32,9 @@ def load_run_config(args: argparse.Namespace, **section_updates: dict) -> RunCon
         changes["task"] = {"download": True}
     for section, fields in section_updates.items():
         changes.setdefault(section, {}).update(fields)
-    return config.replace(**changes) if changes else config
+    config = config.replace(**changes) if changes else config
+    check_tasks(config, log=progress)  # a plugin task's contract, before Ray starts (built-ins: free)
+    return config
 
 
 def progress(line: str) -> None:

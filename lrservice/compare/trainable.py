@@ -20,7 +20,6 @@ from typing import Any, Callable, Mapping
 
 import ray
 import torch
-import torch.nn.functional as F
 from ray import tune
 
 from lrservice.child import ChildTrainer, cached_task_data
@@ -219,9 +218,9 @@ def _final_metrics(trainer, history: Mapping[str, list], target: float) -> dict:
     """Test metrics and LRBench utility / cost / robustness for the finished (or diverged) child."""
     x, y = trainer.split("test")
     logits = trainer.logits(x)
-    test_loss = float(F.cross_entropy(logits, y))
+    test_loss = float(trainer.loss(logits, y))
     finite = math.isfinite(test_loss) and bool(logits.isfinite().all())
-    util = utility(logits, y) if finite else {}
+    util = utility(logits, y) if finite and trainer.task.is_classification else {}  # no accuracy: NaN columns
     train = trainer.evaluate("train") if finite else None
     reached = cost(history["steps"], history["accuracies"], history["seconds"], target)
     nan = math.nan

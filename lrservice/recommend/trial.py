@@ -56,7 +56,7 @@ def run_child(trainer, policy, seed: int, budget: int, eval_every: int, report: 
     train = trainer.evaluate("train")
     test_x, test_y = trainer.split("test")
     logits = trainer.logits(test_x)
-    test_loss = float(torch.nn.functional.cross_entropy(logits, test_y))
+    test_loss = float(trainer.loss(logits, test_y))
     useful = utility(logits, test_y)
     metrics.update({
         "final": True,
