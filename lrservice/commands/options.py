@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 
-from lrservice.config import ConfigError, RunConfig, load_config
+from lrservice.config import RunConfig, load_config
 from lrservice.runtime import add_address_argument
 
 
@@ -21,8 +21,6 @@ def add_run_options(parser: argparse.ArgumentParser, *, resume_help: str, overwr
 
 def load_run_config(args: argparse.Namespace, **section_updates: dict) -> RunConfig:
     """The config file with the command line applied: ``--address``, ``--download`` and per-section fields."""
-    if getattr(args, "resume", False) and getattr(args, "overwrite", False):
-        raise ConfigError("--resume and --overwrite: choose one")
     config = load_config(args.config)
     changes: dict[str, dict] = {}
     if args.address:

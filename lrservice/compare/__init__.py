@@ -28,3 +28,8 @@ def __getattr__(name: str) -> Any:
     if name in _EXPORTS:
         return getattr(importlib.import_module(f"lrservice.compare.{_EXPORTS[name]}"), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+from lrservice.api import make_command_package  # noqa: E402 - after the names above
+
+make_command_package(__name__)  # lrservice.compare(config, ...) runs the comparison (lrservice.api.compare)
