@@ -37,10 +37,10 @@ __all__ = ["CompareResult", "EvaluateControllerResult", "RecommendResult", "Repo
 
 
 # -- results ---------------------------------------------------------------------------------
-result = dataclasses.dataclass(frozen=True, eq=False)  # frozen; no ==, which DataFrames cannot answer with one bool
+_result = dataclasses.dataclass(frozen=True, eq=False)  # frozen; no ==, which DataFrames cannot answer with one bool
 
 
-@result
+@_result
 class CompareResult:
     """A comparison: its run dir, ``steps.parquet``, ``trials.parquet`` and the ranked eval summary."""
 
@@ -52,7 +52,7 @@ class CompareResult:
     report: Path | None  # report.md, None with compare.report false
 
 
-@result
+@_result
 class TrainControllerResult:
     """A controller training run: where it is, its exported controller and one log row per PPO iteration."""
 
@@ -62,7 +62,7 @@ class TrainControllerResult:
     training_log: "pd.DataFrame"
 
 
-@result
+@_result
 class EvaluateControllerResult:
     """The evidence protocol's output: every child run and the paired table against tuned baselines."""
 
@@ -73,7 +73,7 @@ class EvaluateControllerResult:
     report: Path  # summary.md
 
 
-@result
+@_result
 class RecommendResult:
     """A recommendation: the ranked verified candidates, the winner, FIX and the verdict."""
 
@@ -87,7 +87,7 @@ class RecommendResult:
     snippet: str  # its text
 
 
-@result
+@_result
 class ReportResult:
     """A comparison's report, rebuilt from its Parquet files."""
 
@@ -235,7 +235,8 @@ def evaluate_controller(config: ConfigLike, controllers: ControllersLike, seeds:
         log(f"[lrservice] evaluate: {task.dataset}/{task.model}, {task.steps} steps; tune seeds {list(ev.tune_seeds)}, "
             f"held-out seeds {list(ev.seeds)}")
         grids = {kind: getattr(ev, f"{kind}_grid") for kind in BASELINE_KINDS}
-        runs, rows, tuned = evaluate_controllers(task, data, loaded, grids, ev.tune_seeds, ev.seeds, initial_lrs, log=log)
+        runs, rows, tuned = evaluate_controllers(task, data, loaded, grids, ev.tune_seeds, ev.seeds, initial_lrs,
+                                                 log=log)
         tuning = {kind: len(grid) * len(ev.tune_seeds) * task.steps for kind, grid in grids.items()}
         costs = {kind: f"{steps:,} tuning + {task.steps}/seed" for kind, steps in tuning.items()}
         for name, ctrl in loaded.items():

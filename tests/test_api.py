@@ -108,10 +108,11 @@ def test_evaluate_controller_from_a_dict_a_path_and_a_runconfig(tmp_path, capsys
     sections = {"task": TASK, "evaluate": {**EVALUATE, "output_dir": str(tmp_path / "dict")}}
     path = _write(tmp_path / "c.yaml", {"task": TASK, "evaluate": EVALUATE})
     lines: list[str] = []
+    typed = config_from_dict({"task": TASK, "evaluate": EVALUATE})
     results = [lrservice.evaluate_controller(sections, SHIPPED, log=lines.append),
                lrservice.evaluate_controller(path, SHIPPED, output_dir=tmp_path / "path", log=lines.append),
-               lrservice.evaluate_controller(config_from_dict({"task": TASK, "evaluate": EVALUATE}),
-                                             "pretrained:digits-mlp", output_dir=tmp_path / "runconfig", log=lines.append)]
+               lrservice.evaluate_controller(typed, "pretrained:digits-mlp", output_dir=tmp_path / "runconfig",
+                                             log=lines.append)]
     assert capsys.readouterr().out == ""  # progress went to log only
     assert sum("[lrservice] evaluate: digits/mlp" in line for line in lines) == 3
     for result, name in zip(results, ("dict", "path", "runconfig")):

@@ -6,7 +6,9 @@
 - :mod:`.results`: Parquet schemas, rows from reports, dedupe, ranked summaries.
 - :mod:`.report`: plots, ``report.md`` and ``report.html``.
 
-Submodules are imported on use so that ``import lrservice.compare`` stays light.
+Submodules are imported on use so that ``import lrservice.compare`` stays light. Calling the
+package, ``lrservice.compare(config, resume=False, overwrite=False)``, runs a comparison
+(:func:`lrservice.api.compare`).
 """
 
 from __future__ import annotations

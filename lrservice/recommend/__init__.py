@@ -8,7 +8,9 @@
 - :mod:`.search`: the search (ASHA) / compose / verify stages on Ray Tune.
 
 Submodules are imported on use (the metrics need torch), so ``lrservice.recommend(config)``
-refuses a bad config before torch loads.
+refuses a bad config before torch loads. Calling the package,
+``lrservice.recommend(config, target_accuracy=None, budget=None)``, runs the recommender
+(:func:`lrservice.api.recommend`).
 """
 
 from __future__ import annotations
