@@ -165,11 +165,11 @@ def test_drives_a_lenet5_child_on_another_task_to_completion(checkpoints):
     trainer = ChildTrainer(task)
     trainer.reset(1e-3, seed=3)
     lrs = [trainer.lr]
-    while trainer.step < task.steps:
-        trainer.train_steps(ctrl.action_every)
+    while trainer.step < task.steps:  # as in training: decide at steps 0, 10, ..., 50, then train the block
         feats, _ = trainer.observe()
         trainer.lr = ctrl.next_lr(feats, trainer.lr)
         lrs.append(trainer.lr)
+        trainer.train_steps(ctrl.action_every)
     assert trainer.step == 60 and not trainer.diverged and len(ctrl.history) == 6
     ratios = np.array(lrs[1:]) / np.array(lrs[:-1])
     assert all(min(abs(r - f) for f in (FACTOR, 1 / FACTOR, 1.0)) < 1e-9 for r in ratios)
@@ -212,13 +212,13 @@ def test_controller_scheduler_is_a_torch_lr_scheduler(checkpoints):
         scheduler.step()
     # ---------------------------------------------------------------------------------------
     assert isinstance(scheduler, torch.optim.lr_scheduler.LRScheduler)
-    assert len(seen) == 4 and len(ctrl.history) == 4  # steps 10, 20, 30, 40: none at the run's end (50)
+    assert len(seen) == 5 and len(ctrl.history) == 5  # steps 0 (at construction), 10, 20, 30, 40: none at 50
     lr = 1e-2
     for feats, (before, after) in zip(seen, ctrl.history):
         assert before == lr and feats[6] == pytest.approx(lr, rel=1e-6)  # feature 7 is the LR in force
         lr = ctrl.next_lr(feats, lr)
         assert lr == after
-    assert optimizer.param_groups[0]["lr"] == ctrl.history[3][1] == scheduler.get_last_lr()[0]
+    assert optimizer.param_groups[0]["lr"] == ctrl.history[4][1] == scheduler.get_last_lr()[0]
     state = scheduler.state_dict()
     assert state["last_epoch"] == 50 and "controller" not in state and "optimizer" not in state
     fresh = ControllerScheduler(torch.optim.SGD(model.parameters(), lr=1.0), ctrl, lambda: seen[-1], total_steps=50)

@@ -88,8 +88,8 @@ def test_scheduler_under_an_envelope_keeps_its_level_across_a_state_dict_round_t
         optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.01)
         scheduler = ControllerScheduler(optimizer, ctrl, lambda: features, total_steps=task.steps)
         if state is not None:
-            scheduler.load_state_dict(state)
-            optimizer.param_groups[0]["lr"] = scheduler.get_last_lr()[0]
+            scheduler.load_state_dict(state)  # puts the saved LR back in force too
+            assert optimizer.param_groups[0]["lr"] == state["_last_lr"][0]
         while scheduler.last_epoch < steps:
             optimizer.step()
             scheduler.step()

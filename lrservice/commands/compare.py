@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 
+from lrservice import api
 from lrservice.commands.options import add_run_options, load_run_config, progress
 
 
@@ -25,11 +26,6 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from lrservice.preflight import check_compare
-
     config = load_run_config(args, **({"compare": {"report": False}} if args.no_report else {}))
-    check_compare(config)  # everything the config file can tell, before Ray starts (or is imported)
-    from lrservice.compare.experiment import run_compare  # Ray and torch: on use, so `lrservice --help` stays fast (docs/architecture.md)
-
-    run_compare(config, resume=args.resume, overwrite=args.overwrite, log=progress)
+    api.compare(config, resume=args.resume, overwrite=args.overwrite, log=progress)
     return 0

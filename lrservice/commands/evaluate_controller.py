@@ -14,8 +14,8 @@ is the config's ``task`` section, so a controller trained elsewhere is evaluated
 from __future__ import annotations
 
 import argparse
-import time
 
+from lrservice import api
 from lrservice.commands.options import load_run_config, progress
 from lrservice.config import ConfigError
 
@@ -36,20 +36,6 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     return parser
 
 
-def _named(specs: list[str], taken: tuple[str, ...]) -> dict[str, str]:
-    named = {}
-    for i, spec in enumerate(specs):
-        name, sep, path = spec.partition("=")
-        if not sep:
-            name, path = ("controller" if len(specs) == 1 else f"controller{i + 1}"), spec
-        if not name.replace("-", "").replace("_", "").isalnum():
-            raise ConfigError(f"--controller: {name!r} is not a usable name; use letters, digits, '-' and '_'")
-        if name in named or name in taken:
-            raise ConfigError(f"--controller: the name {name!r} is taken; give each controller its own NAME=")
-        named[name] = path
-    return named
-
-
 def parse_seeds(spec: str) -> list[int]:
     """``--seeds``: an inclusive range ``FIRST-LAST`` or a comma-separated list of integers (the
     evaluate section then checks them like seeds from the file: distinct, non-negative, not tuned on)."""
@@ -65,37 +51,6 @@ def parse_seeds(spec: str) -> list[int]:
 
 
 def run(args: argparse.Namespace) -> int:
-    config = load_run_config(args, **({"evaluate": {"seeds": parse_seeds(args.seeds)}} if args.seeds else {}))  # refused before torch loads
-    import torch  # torch and the controller stack: on use, so `lrservice --help` stays fast (docs/architecture.md)
-
-    from lrservice.child.trainer import load_task_data
-    from lrservice.control.checkpoint import resolve_checkpoint
-    from lrservice.control.controller import LearnedController
-    from lrservice.control.evaluate import BASELINE_KINDS, evaluate_controllers
-    from lrservice.control.evidence import write_evaluation
-
-    paths = {name: resolve_checkpoint(path) for name, path in _named(args.controller, BASELINE_KINDS).items()}  # before any work
-    torch.set_num_threads(1)
-    ev, task = config.evaluate, config.task
-    controllers = {name: LearnedController.from_checkpoint(p) for name, p in paths.items()}
-    initial_lrs = ev.initial_lrs or config.controller.initial_lrs
-    started = time.perf_counter()
-    data = load_task_data(task)
-    progress(f"[lrservice] evaluate: {task.dataset}/{task.model}, {task.steps} steps; tune seeds {list(ev.tune_seeds)}, "
-             f"held-out seeds {list(ev.seeds)}")
-    grids = {kind: getattr(ev, f"{kind}_grid") for kind in BASELINE_KINDS}
-    runs, rows, tuned = evaluate_controllers(task, data, controllers, grids, ev.tune_seeds, ev.seeds,
-                                             initial_lrs, log=progress)
-    tuning = {kind: len(grid) * len(ev.tune_seeds) * task.steps for kind, grid in grids.items()}
-    costs = {kind: f"{steps:,} tuning + {task.steps}/seed" for kind, steps in tuning.items()}
-    for name, ctrl in controllers.items():
-        spent = float(ctrl.payload.get("training", {}).get("child_steps", 0) or 0)
-        costs[name] = f"{spent:,.0f} training (pretrained, reused) + {task.steps}/seed"
-    out = write_evaluation(args.output or ev.output_dir, runs, rows, tuned, costs,
-                           f"{task.dataset}/{task.model}, {task.steps} steps, {len(ev.seeds)} held-out seeds",
-                           {"task": config.to_dict()["task"], "evaluate": config.to_dict()["evaluate"],
-                            "controllers": {k: str(v) for k, v in paths.items()}, "tuned": tuned,
-                            "tuning_child_steps": sum(tuning.values()), "wall_s": time.perf_counter() - started})
-    print((out / "summary.md").read_text(), flush=True)
-    progress(f"[lrservice] evaluation written to {out} ({time.perf_counter() - started:.0f} s)")
+    seeds = parse_seeds(args.seeds) if args.seeds else None
+    api.evaluate_controller(load_run_config(args), args.controller, seeds=seeds, output_dir=args.output, log=progress)
     return 0

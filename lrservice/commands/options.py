@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import argparse
 
-from lrservice.config import ConfigError, RunConfig, load_config
-from lrservice.preflight import check_tasks
+from lrservice.config import RunConfig, load_config
 from lrservice.runtime import add_address_argument
 
 
@@ -22,8 +21,6 @@ def add_run_options(parser: argparse.ArgumentParser, *, resume_help: str, overwr
 
 def load_run_config(args: argparse.Namespace, **section_updates: dict) -> RunConfig:
     """The config file with the command line applied: ``--address``, ``--download`` and per-section fields."""
-    if getattr(args, "resume", False) and getattr(args, "overwrite", False):
-        raise ConfigError("--resume and --overwrite: choose one")
     config = load_config(args.config)
     changes: dict[str, dict] = {}
     if args.address:
@@ -32,9 +29,7 @@ def load_run_config(args: argparse.Namespace, **section_updates: dict) -> RunCon
         changes["task"] = {"download": True}
     for section, fields in section_updates.items():
         changes.setdefault(section, {}).update(fields)
-    config = config.replace(**changes) if changes else config
-    check_tasks(config, log=progress)  # a plugin task's contract, before Ray starts (built-ins: free)
-    return config
+    return config.replace(**changes) if changes else config
 
 
 def progress(line: str) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 
+from lrservice import api
 from lrservice.commands.options import add_run_options, load_run_config, progress
 
 
@@ -30,13 +31,6 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from lrservice.preflight import check_recommend
-
-    overrides = {k: v for k, v in (("target_accuracy", args.target_accuracy), ("budget", args.budget),
-                                   ("num_samples", args.num_samples)) if v is not None}
-    config = load_run_config(args, recommend=overrides)
-    check_recommend(config)  # everything the config file can tell, before Ray starts (or is imported)
-    from lrservice.recommend.search import run_recommend  # Ray and torch: on use, so `lrservice --help` stays fast (docs/architecture.md)
-
-    run_recommend(config, resume=args.resume, overwrite=args.overwrite, log=progress)
+    api.recommend(load_run_config(args), target_accuracy=args.target_accuracy, budget=args.budget,
+                  num_samples=args.num_samples, resume=args.resume, overwrite=args.overwrite, log=progress)
     return 0

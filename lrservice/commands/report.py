@@ -7,6 +7,9 @@ from __future__ import annotations
 
 import argparse
 
+from lrservice import api
+from lrservice.commands.options import progress
+
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
@@ -19,11 +22,5 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from lrservice.compare.report import build_report, load_run  # pandas, matplotlib: on use, for `--help`
-    from lrservice.compare.tensorboard import write_tensorboard
-
-    steps, _ = load_run(args.run_dir)
-    board = write_tensorboard(steps, args.run_dir)
-    print(f"[lrservice] TensorBoard: tensorboard --logdir {board}", flush=True)
-    build_report(args.run_dir, log=lambda line: print(line, flush=True), echo=True)
+    api.report(args.run_dir, log=progress)
     return 0

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import argparse
 
+from lrservice import api
 from lrservice.commands.options import add_run_options, load_run_config, progress
-from lrservice.config import ConfigError
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -30,15 +30,6 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.iterations is not None and args.iterations < 1:
-        raise ConfigError(f"--iterations: {args.iterations!r} is not allowed; it must be an integer >= 1")
-    config = load_run_config(args)
-    import torch  # Ray and torch: on use, so `lrservice --help` stays fast (docs/architecture.md)
-
-    torch.set_num_threads(1)
-    from lrservice.control.training import train_controller
-
-    output = args.output or config.controller.checkpoint_dir
-    path = train_controller(config, output, iterations=args.iterations, resume=args.resume, log=progress)
-    print(f"[lrservice] controller checkpoint: {path}", flush=True)
+    api.train_controller(load_run_config(args), iterations=args.iterations, resume=args.resume,
+                         output_dir=args.output, log=progress)
     return 0

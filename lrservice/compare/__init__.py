@@ -6,7 +6,9 @@
 - :mod:`.results`: Parquet schemas, rows from reports, dedupe, ranked summaries.
 - :mod:`.report`: plots, ``report.md`` and ``report.html``.
 
-Submodules are imported on use so that ``import lrservice.compare`` stays light.
+Submodules are imported on use so that ``import lrservice.compare`` stays light. Calling the
+package, ``lrservice.compare(config, resume=False, overwrite=False)``, runs a comparison
+(:func:`lrservice.api.compare`).
 """
 
 from __future__ import annotations
@@ -28,3 +30,8 @@ def __getattr__(name: str) -> Any:
     if name in _EXPORTS:
         return getattr(importlib.import_module(f"lrservice.compare.{_EXPORTS[name]}"), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+from lrservice.api import make_command_package  # noqa: E402 - after the names above
+
+make_command_package(__name__)  # lrservice.compare(config, ...) runs the comparison (lrservice.api.compare)

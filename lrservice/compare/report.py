@@ -33,6 +33,19 @@ def load_run(run_dir: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     return read_table(run_dir / STEPS_FILE, STEPS_SCHEMA), read_table(run_dir / TRIALS_FILE, TRIALS_SCHEMA)
 
 
+def _meta(run_dir: Path) -> dict:
+    path = run_dir / "config.json"
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def run_summary(run_dir: str | Path, trials: pd.DataFrame | None = None) -> pd.DataFrame:
+    """The ranked per-arm table of a run dir's eval phase (:func:`arm_summary`, baselines from its config.json)."""
+    run_dir = Path(run_dir)
+    if trials is None:
+        trials = load_run(run_dir)[1]
+    return arm_summary(trials, baselines=baseline_arms(_meta(run_dir).get("config", {})))
+
+
 def curves(steps: pd.DataFrame, column: str, phase: str = "eval") -> pd.DataFrame:
     """Per arm and step: mean and std over seeds of ``column`` (columns arm, step, mean, std, n)."""
     df = steps[steps["phase"] == phase]
@@ -78,9 +91,8 @@ def build_report(run_dir: str | Path, log: Callable[[str], None] = print, echo: 
     ``echo``: also log the ranked table and the PBT replay schedules (``lrservice report``)."""
     run_dir = Path(run_dir)
     steps, trials = load_run(run_dir)
-    meta_path = run_dir / "config.json"
-    meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
-    summary = arm_summary(trials, baselines=baseline_arms(meta.get("config", {})))
+    meta = _meta(run_dir)
+    summary = run_summary(run_dir, trials)
     summary.to_csv(run_dir / "summary.csv", index=False)
     table = format_summary(summary)
     order = list(summary["arm"]) if not summary.empty else []

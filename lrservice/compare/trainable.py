@@ -39,7 +39,8 @@ class LRDriver:
     """Sets the child's LR for one arm kind and remembers the LR the last step used.
 
     baseline: a torch scheduler from :func:`make_baseline`; policy: :class:`PolicyScheduler`;
-    controller: ``ctrl.next_lr(features, lr)`` every ``ctrl.action_every`` steps;
+    controller: ``ctrl.next_lr(features, lr, progress)`` at steps 0, N, 2N, ... below ``task.steps``
+    (N = ``ctrl.action_every``), as in its training episodes;
     pbt: the trial's ``lr`` held constant (PBT changes it between checkpoints).
     """
 

@@ -7,12 +7,14 @@ the LR exactly as in training (:func:`lrservice.control.actions.next_lr`, withou
 A controller trained with an envelope moves a level and returns ``level * envelope(progress)``;
 it keeps the level between calls (``reset()`` forgets it, for the next run).
 
-Driving a ChildTrainer::
+Driving a ChildTrainer decides where training episodes do, at steps 0, N, 2N, ... below the
+run's length (N = ``ctrl.action_every``), before each block::
 
     ctrl = LearnedController.from_checkpoint("controller.pt")
-    # every ctrl.action_every steps:
-    feats, _ = trainer.observe()
-    trainer.lr = ctrl.next_lr(feats, trainer.lr, progress=trainer.step / total_steps)
+    while trainer.step < total_steps:
+        feats, _ = trainer.observe()
+        trainer.lr = ctrl.next_lr(feats, trainer.lr, progress=trainer.step / total_steps)
+        trainer.train_steps(min(ctrl.action_every, total_steps - trainer.step))
 
 Driving any torch optimizer: :class:`ChildObserver` computes the same features from your model
 and a validation batch; :class:`ControllerScheduler` is a ``torch.optim.lr_scheduler.LRScheduler``.
@@ -156,12 +158,16 @@ class LearnedController:
 class ControllerScheduler(LRScheduler):
     """A :class:`LearnedController` as a torch LR scheduler for any optimizer.
 
-    Call ``step()`` once after every ``optimizer.step()``; every ``controller.action_every``
-    steps before ``total_steps`` it asks ``observe_fn()`` for the 7 paper features and sets
-    every param group's LR (after ``total_steps`` the last LR stays).
-    ``total_steps`` (the run's length) gives time-aware controllers their progress feature
-    and envelopes their position. ``state_dict()`` holds the step count, LRs and the level
-    (not the controller or the callback).
+    It decides when the scheduler is built (step 0: ``observe_fn()`` then sees the untrained
+    model, as a training episode's first observation does) and again after every
+    ``controller.action_every``-th ``step()``: at steps 0, N, 2N, ... below ``total_steps``,
+    the last block shortened to what is left, exactly as in training and ``evaluate-controller``.
+    Call ``step()`` once after every ``optimizer.step()``; each decision asks ``observe_fn()``
+    for the 7 paper features and sets every param group's LR; from ``total_steps`` on the last
+    LR stays. ``total_steps`` (the run's length) gives time-aware controllers their progress
+    feature and envelopes their position. ``state_dict()`` holds the step count, LRs and the
+    level (not the controller or the callback); ``load_state_dict()`` also puts the saved LR
+    back in force, which the controller's history alone cannot recompute.
     """
 
     def __init__(self, optimizer: torch.optim.Optimizer, controller: LearnedController,
@@ -171,17 +177,25 @@ class ControllerScheduler(LRScheduler):
                              f"{controller.config.envelope!r} needs total_steps (the run's length) for its progress")
         self.controller, self.observe_fn, self.total_steps = controller, observe_fn, total_steps
         self.level: float | None = None  # the controller's level under an envelope, from the first decision on
-        super().__init__(optimizer, last_epoch)
+        self.decided_at: int | None = None  # the step of the last decision: each step decides at most once
+        super().__init__(optimizer, last_epoch)  # torch steps once here: last_epoch 0, the first decision
 
     def get_lr(self) -> list[float]:
         current = [float(g["lr"]) for g in self.optimizer.param_groups]
-        if self.last_epoch <= 0 or self.last_epoch % self.controller.action_every:
+        step = self.last_epoch
+        if step < 0 or step % self.controller.action_every or step == self.decided_at:
             return current
-        if self.total_steps and self.last_epoch >= self.total_steps:  # the run is over: no block left to decide for
+        if self.total_steps and step >= self.total_steps:  # the run is over: no block left to decide for
             return current
-        progress = self.last_epoch / self.total_steps if self.total_steps else None
+        progress = step / self.total_steps if self.total_steps else None
         self.level, lr = self.controller.decide(self.observe_fn(), current[0], progress, self.level)
+        self.decided_at = step
         return [lr] * len(current)
 
     def state_dict(self) -> dict:
         return {k: v for k, v in self.__dict__.items() if k not in ("optimizer", "controller", "observe_fn")}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        super().load_state_dict(state_dict)
+        for group, lr in zip(self.optimizer.param_groups, self._last_lr):
+            group["lr"] = lr

@@ -25,7 +25,7 @@ from lrservice.child.pool import child_pool
 from lrservice.compare.stats import compare_paired
 from lrservice.config import ControllerConfig, TaskConfig
 from lrservice.control.controller import LearnedController
-from lrservice.control.episodes import EpisodeBatch
+from lrservice.control.episodes import EpisodeBatch, PoolFactory
 from lrservice.schedules import make_baseline
 
 Log = Callable[[str], None]
@@ -81,10 +81,15 @@ def run_schedules(task: TaskConfig, data: ChildData, runs: Sequence[tuple[str, f
 
 
 def run_controller(controller: LearnedController, task: TaskConfig, data: ChildData,
-                   starts: Sequence[tuple[float, int]], name: str = "controller") -> list[Run]:
-    """The controller's deterministic policy driving one child per ``(initial_lr, seed)``."""
+                   starts: Sequence[tuple[float, int]], name: str = "controller",
+                   pool_factory: PoolFactory | None = None) -> list[Run]:
+    """The controller's deterministic policy driving one child per ``(initial_lr, seed)``.
+
+    Children train in one pool (``pool_factory(task, k)``; default :func:`child_pool`, batched
+    when the model allows); the first decision is at step 0, from the untrained child.
+    """
     rules: ControllerConfig = dataclasses.replace(controller.config, tasks=(), baseline="none", twin_policy={})
-    batch = EpisodeBatch(task, rules, len(starts), data_for=lambda _t: data)
+    batch = EpisodeBatch(task, rules, len(starts), pool_factory=pool_factory, data_for=lambda _t: data)
     obs, _ = batch.reset([{"initial_lr": lr, "child_seed": seed} for lr, seed in starts])
     done = np.zeros(len(starts), dtype=bool)
     diverged = np.zeros(len(starts), dtype=bool)

@@ -6,8 +6,29 @@
 - :mod:`.trial`: one child run under a policy, and its Tune trainable.
 - :mod:`.output`: Parquet schemas, atomic writes, the policy snippet and the table.
 - :mod:`.search`: the search (ASHA) / compose / verify stages on Ray Tune.
+
+Submodules are imported on use (the metrics need torch), so ``lrservice.recommend(config)``
+refuses a bad config before torch loads. Calling the package,
+``lrservice.recommend(config, target_accuracy=None, budget=None)``, runs the recommender
+(:func:`lrservice.api.recommend`).
 """
 
-from lrservice.recommend.metrics import cost, loss_gap, lr_sensitivity, sensitivity_key, utility
+from __future__ import annotations
 
-__all__ = ["cost", "loss_gap", "lr_sensitivity", "sensitivity_key", "utility"]
+import importlib
+from typing import Any
+
+_EXPORTS = {name: "metrics" for name in ("cost", "loss_gap", "lr_sensitivity", "sensitivity_key", "utility")}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f"lrservice.recommend.{_EXPORTS[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+from lrservice.api import make_command_package  # noqa: E402 - after the names above
+
+make_command_package(__name__)  # lrservice.recommend(config, ...) runs the recommender (lrservice.api.recommend)
