@@ -386,3 +386,38 @@ def test_a_plugin_task_goes_through_every_command(plugin_dir, tmp_path):
 
     _lrservice(["recommend", "--config", str(project / "c.yaml")], cwd)
     assert (out / "own-rec" / "recommended.yaml").is_file()
+
+
+# -- a plugin task through the Python API ------------------------------------------------------------
+
+def test_the_python_api_evaluates_controllers_on_a_plugin_task(plugin_dir, tmp_path):
+    import lrservice
+
+    lines: list[str] = []
+    result = lrservice.evaluate_controller(
+        {"task": _task(plugin_dir), "evaluate": {"tune_seeds": [100], "seeds": [1000, 1001],
+                                                 "constant_grid": [0.003, 0.03], "cosine_grid": [0.01],
+                                                 "initial_lrs": [0.01]}},
+        {"digits": "pretrained:digits-mlp"}, output_dir=tmp_path / "eval", log=lines.append)
+    assert any(line.startswith(f"[lrservice] task: model {PACKAGE}:Net") for line in lines)
+    assert set(result.runs.arm) == {"constant", "cosine", "digits"} and set(result.runs.seed) == {1000, 1001}
+    assert result.runs.equals(pd.read_parquet(tmp_path / "eval" / "runs.parquet"))
+    with pytest.raises(ConfigError, match=r"^task\.model: factory 'owntask_plugin:factory_raises' raised"):
+        lrservice.evaluate_controller({"task": _task(plugin_dir, model=f"{PACKAGE}:factory_raises")},
+                                      {"digits": "pretrained:digits-mlp"}, output_dir=tmp_path / "never")
+    assert not (tmp_path / "never").exists()
+
+
+@pytest.mark.slow
+def test_the_python_api_compares_arms_on_a_plugin_task(plugin_dir, tmp_path):
+    import lrservice
+
+    result = lrservice.compare({"task": _task(plugin_dir), "resources": {"num_cpus": 2},
+                                "compare": {"name": "api", "output_dir": str(tmp_path), "seeds": [0, 1],
+                                            "report": False, "arms": [
+                                                {"name": "cosine", "kind": "cosine", "params": {"lr": 0.01}},
+                                                {"name": "ctrl", "kind": "controller",
+                                                 "params": {"checkpoint": "pretrained:digits-mlp", "lr": 0.003}}]}},
+                               log=lambda line: None)
+    assert sorted(zip(result.trials.arm, result.trials.seed)) == [("cosine", 0), ("cosine", 1), ("ctrl", 0), ("ctrl", 1)]
+    assert set(result.steps.step) == {20, 40} and result.trials.test_accuracy.between(0, 1).all()
