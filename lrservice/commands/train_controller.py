@@ -6,6 +6,9 @@
 
 Prints one line per PPO iteration, checkpoints every controller.checkpoint_every iterations
 and at the end into OUTPUT/checkpoints/iter_N, and logs iterations to OUTPUT/training_log.parquet.
+Each checkpoint is exported as OUTPUT/last.pt. With controller.selection_seeds every checkpoint
+is scored on those seeds against tuned cosine (one line each, into OUTPUT/selection.parquet) and
+OUTPUT/controller.pt is the best one; without, controller.pt is the newest (docs/controller.md).
 """
 
 from __future__ import annotations
@@ -40,5 +43,5 @@ def run(args: argparse.Namespace) -> int:
 
     output = args.output or config.controller.checkpoint_dir
     path = train_controller(config, output, iterations=args.iterations, resume=args.resume, log=progress)
-    print(f"[lrservice] controller checkpoint: {path}", flush=True)
+    print(f"[lrservice] controller: {path}", flush=True)
     return 0
