@@ -43,5 +43,5 @@ def run(args: argparse.Namespace) -> int:
 
     output = args.output or config.controller.checkpoint_dir
     path = train_controller(config, output, iterations=args.iterations, resume=args.resume, log=progress)
-    print(f"[lrservice] controller: {path}", flush=True)
+    print(f"[lrservice] controller checkpoint: {path}", flush=True)  # the deployable export (job tests read this line)
     return 0

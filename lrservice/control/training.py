@@ -236,7 +236,7 @@ class CheckpointSelection:
         """The selection of ``out`` resumed at iteration ``done`` (None: selection off, nothing recorded).
 
         Rows of checkpoints past ``done`` or gone (lost work) are dropped; if rows remain, the
-        selection settings must be the recorded ones (else one ConfigError line).
+        selection settings must be the ones ``selection.json`` recorded (else one ConfigError line).
         """
         kept = {checkpoint_iteration(p) for p in kept_checkpoints(out) if checkpoint_iteration(p) <= done}
         rows = [r for r in read_selection(out / SELECTION_FILE) if r["iteration"] in kept]
@@ -245,6 +245,8 @@ class CheckpointSelection:
         settings = selection_settings(config)
         if rows and record:
             _check_same_selection(settings, record.get("settings", {}), record_path)
+        elif not record:  # rows without their record: how they were scored is unknown, so they are scored again
+            rows = []
         if not config.controller.selection_seeds:
             return None
         if record.get("settings") != settings:  # nothing scored under other settings survives: start afresh
