@@ -28,7 +28,8 @@ def _rows(deltas: dict[int, tuple[float, ...]], diverged: dict[int, int] | None 
                          "val_loss_mean": 0.08 + d, "val_loss_std": 0.01, "dval_vs_cosine": d,
                          "dval_vs_cosine_low": d - 0.01, "dval_vs_cosine_high": d + 0.01, "test_loss_mean": 0.09,
                          "test_accuracy_mean": 0.98, "dacc_vs_cosine": 0.0, "dacc_vs_cosine_low": -0.001,
-                         "dacc_vs_cosine_high": 0.001, "diverged": (diverged or {}).get(iteration, 0) if lr == 1e-2 else 0,
+                         "dacc_vs_cosine_high": 0.001,
+                         "diverged": (diverged or {}).get(iteration, 0) if lr == 1e-2 else 0,
                          "selection_child_steps": 6000.0, "wall_s": 3.0})
     return rows
 
@@ -201,6 +202,7 @@ def test_train_controller_scores_every_checkpoint_exports_the_pick_and_resumes_w
         assert main(["train-controller", "--config", str(changed), "--output", str(out),
                      "--resume", "--iterations", "4"]) == 2
         err = capsys.readouterr().err.strip()
-        assert "\n" not in err and "controller.selection_seeds: [2000, 2005] differs from the selection recorded in" in err
+        assert "\n" not in err
+        assert "controller.selection_seeds: [2000, 2005] differs from the selection recorded in" in err
     finally:
         ray.shutdown()
