@@ -247,8 +247,11 @@ def evaluate_controller(config: ConfigLike, controllers: ControllersLike, seeds:
         tuning = {kind: len(grid) * len(ev.tune_seeds) * task.steps for kind, grid in grids.items()}
         costs = {kind: f"{steps:,} tuning + {task.steps}/seed" for kind, steps in tuning.items()}
         for name, ctrl in loaded.items():
-            spent = float(ctrl.payload.get("training", {}).get("child_steps", 0) or 0)
-            costs[name] = f"{spent:,.0f} training (pretrained, reused) + {task.steps}/seed"
+            picked = ctrl.payload.get("selection") or {}  # a selection pick: the whole run it came from, and the selection
+            spent = max(float(ctrl.payload.get("training", {}).get("child_steps", 0) or 0),
+                        float(picked.get("run_child_steps") or 0))
+            selecting = f" + {float(picked['child_steps']):,.0f} selection" if picked else ""
+            costs[name] = f"{spent:,.0f} training{selecting} (pretrained, reused) + {task.steps}/seed"
         out = write_evaluation(output_dir or ev.output_dir, runs, rows, tuned, costs,
                                f"{task.dataset}/{task.model}, {task.steps} steps, {len(ev.seeds)} held-out seeds",
                                {"task": config.to_dict()["task"], "evaluate": config.to_dict()["evaluate"],

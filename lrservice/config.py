@@ -169,7 +169,10 @@ class ControllerConfig:
       "keep" is the base schedule and the policy learns only corrections to it.
     - ``tasks``: episodes are drawn across these tasks (multi-task); empty: the run's task.
 
-    PPO training: ``hidden`` .. ``checkpoint_every``. Output: ``checkpoint_dir``.
+    PPO training: ``hidden`` .. ``checkpoint_every``. Checkpoint selection: ``selection_seeds``
+    (every checkpoint training keeps is scored on these child seeds against tuned cosine and the
+    best is exported as ``controller.pt``; empty: no selection, ``controller.pt`` is the last
+    checkpoint). Output: ``checkpoint_dir``.
     """
 
     # -- episode rules ------------------------------------------------------------------
@@ -205,6 +208,8 @@ class ControllerConfig:
     num_env_runners: int = 1
     num_envs_per_env_runner: int = 1
     checkpoint_every: int = 5
+    # -- checkpoint selection (lrservice.control.selection) ------------------------------
+    selection_seeds: tuple[int, ...] = ()
     # -- output -------------------------------------------------------------------------
     checkpoint_dir: str = "results/controller"
 
@@ -241,7 +246,7 @@ class ControllerConfig:
             raise ConfigError(f"{path}.gamma: {self.gamma!r} is not allowed; it must be in (0, 1]")
         if not 0 <= self.gae_lambda <= 1:
             raise ConfigError(f"{path}.gae_lambda: {self.gae_lambda!r} is not allowed; it must be in [0, 1]")
-        lrs = self.initial_lrs if self.initial_lr is None else (self.initial_lr,)
+        lrs = self.start_lrs
         if not lrs:
             raise ConfigError(f"{path}.initial_lrs: must name at least one learning rate")
         for lr in lrs:
@@ -259,6 +264,15 @@ class ControllerConfig:
             raise ConfigError(f"{path}.hidden: {list(self.hidden)!r} is not allowed; give positive layer widths, e.g. [32, 32]")
         if self.minibatch_size > self.train_batch_size:
             raise ConfigError(f"{path}.minibatch_size: {self.minibatch_size} must not exceed train_batch_size ({self.train_batch_size})")
+        seeds = list(self.selection_seeds)  # paired per seed with tuned cosine: a repeat would collapse a pair
+        if seeds and (min(seeds) < 0 or len(set(seeds)) != len(seeds)):
+            raise ConfigError(f"{path}.selection_seeds: {seeds} is not allowed; give distinct non-negative integers "
+                              "(or [] for no checkpoint selection)")
+
+    @property
+    def start_lrs(self) -> tuple[float, ...]:
+        """The initial LRs episodes start from: ``initial_lrs``, or the one fixed ``initial_lr``."""
+        return self.initial_lrs if self.initial_lr is None else (self.initial_lr,)
 
     def _validate_levels(self, path: str) -> None:
         if self.action_space != "levels":
@@ -518,10 +532,24 @@ class RunConfig:
     resources: ResourcesConfig = field(default_factory=ResourcesConfig)
     """Where work runs."""
 
-    def validate(self) -> "RunConfig":
+    def validate(self, seed_roles: bool = True) -> "RunConfig":
+        """Every section, then (``seed_roles``) that no seed plays two roles across sections."""
         for f in dataclasses.fields(self):
             getattr(self, f.name).validate(f.name)
+        if seed_roles:
+            self._check_selection_seeds()
         return self
+
+    def _check_selection_seeds(self) -> None:
+        """Selection seeds pick a checkpoint: reporting or tuning on them, or training on one, would bias it."""
+        chosen = set(self.controller.selection_seeds)
+        roles = (("evaluate.tune_seeds", self.evaluate.tune_seeds), ("evaluate.seeds (held-out)", self.evaluate.seeds),
+                 ("task.seed (the training seed)", (self.task.seed,)))
+        for role, seeds in roles:
+            shared = sorted(chosen & set(seeds))
+            if shared:
+                raise ConfigError(f"controller.selection_seeds: {shared} are also {role}; selection seeds must be "
+                                  "apart from tune, held-out and training seeds")
 
     def to_dict(self) -> dict:
         return _to_plain(dataclasses.asdict(self))
@@ -632,6 +660,15 @@ def config_from_dict(data: Mapping[str, Any], base_dir: str | os.PathLike | None
         return run
     return dataclasses.replace(run, task=fill(run.task),
                                controller=dataclasses.replace(run.controller, tasks=tasks)).validate()
+
+
+def stored_sections(data: Mapping[str, Any]) -> RunConfig:
+    """Sections a run stored (a checkpoint's task and controller, an env's config), each validated.
+
+    The seeds' roles across sections were checked against the writing run's own sections; the
+    defaults that stand in for the sections not stored must not refuse them again.
+    """
+    return _build(RunConfig, data or {}, "").validate(seed_roles=False)
 
 
 def load_config(path: str | os.PathLike) -> RunConfig:

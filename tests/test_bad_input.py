@@ -127,6 +127,20 @@ CASES = [
     ("train-controller-clip-param", "train-controller", "c.yaml", _with("controller.clip_param", 0),
      "controller.clip_param: 0.0 is not allowed"),
     ("train-controller-hidden", "train-controller", "c.yaml", _with("controller.hidden", []), "controller.hidden"),
+    ("train-controller-selection-seeds-tuned-on", "train-controller", "c.yaml",
+     yaml.safe_dump({"controller": {"selection_seeds": [2000, 100]}, "evaluate": {"tune_seeds": [100, 101]}}),
+     "controller.selection_seeds: [100] are also evaluate.tune_seeds"),
+    ("train-controller-selection-seeds-held-out", "train-controller", "c.yaml",
+     yaml.safe_dump({"controller": {"selection_seeds": [2000, 1003]}}),
+     "controller.selection_seeds: [1003] are also evaluate.seeds (held-out)"),
+    ("train-controller-selection-seeds-training-seed", "train-controller", "c.yaml",
+     yaml.safe_dump({"task": {"seed": 2000}, "controller": {"selection_seeds": [2000, 2001]}}),
+     "controller.selection_seeds: [2000] are also task.seed (the training seed)"),
+    ("train-controller-selection-seeds-repeated", "train-controller", "c.yaml",
+     _with("controller.selection_seeds", [2000, 2000]), "controller.selection_seeds: [2000, 2000] is not allowed"),
+    ("evaluate-seeds-flag-selection-seeds", "evaluate-controller --controller pretrained:digits-mlp --seeds 2000-2009",
+     "c.yaml", yaml.safe_dump({"controller": {"selection_seeds": [2000, 2001]}}),
+     "controller.selection_seeds: [2000, 2001] are also evaluate.seeds (held-out)"),
 ]
 
 

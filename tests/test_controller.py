@@ -11,7 +11,8 @@ from lrservice.child import load_dataset
 from lrservice.child.trainer import ChildTrainer
 from lrservice.config import TaskConfig, config_from_dict
 from lrservice.config import ConfigError
-from lrservice.control.checkpoint import MODULE_PATH, export_controller, resolve_checkpoint
+from lrservice.control.checkpoint import (EXPORT_FILE, MODULE_PATH, export_controller, latest_checkpoint,
+                                          resolve_checkpoint)
 from lrservice.control.controller import ChildObserver, ControllerScheduler, LearnedController
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]  # the module fixture trains PPO (~30 s)
@@ -42,7 +43,7 @@ def checkpoints(tmp_path_factory):
         train_controller(discrete, out, iterations=1, log=lambda line: None)
         untrained = {"continuous": {"action_space": "continuous", "factor": 1.2},
                      "levels": {"action_space": "levels", "levels": LEVELS}}
-        saved = {"discrete": out}
+        saved = {"discrete": latest_checkpoint(out), "output": out}
         for kind, rules in untrained.items():
             config = config_from_dict({"task": TASK, "controller": {**CONTROLLER, **rules}})
             algo = build_ppo_config(config, plan_placement(config.resources)).build_algo()
@@ -59,8 +60,9 @@ def test_loads_from_output_dir_without_ray_and_keeps_action_semantics(checkpoint
     import ray
 
     assert not ray.is_initialized()
-    ctrl = LearnedController.from_checkpoint(checkpoints["discrete"])
-    assert ctrl.checkpoint == resolve_checkpoint(checkpoints["discrete"]) and ctrl.checkpoint.name == "iter_000001"
+    ctrl = LearnedController.from_checkpoint(checkpoints["output"])  # an output dir means its controller.pt
+    assert ctrl.checkpoint == resolve_checkpoint(checkpoints["output"]) == checkpoints["output"] / EXPORT_FILE
+    assert ctrl.payload["training"]["checkpoint"] == "iter_000001"
     assert ctrl.action_every == 10 and ctrl.config.factor == FACTOR and ctrl.config.action_space == "discrete"
     # The actor is a 2x32 MLP (tanh) and a head with one logit per action.
     linears = [m for m in ctrl.network if isinstance(m, torch.nn.Linear)]

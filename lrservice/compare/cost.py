@@ -24,7 +24,7 @@ from typing import Mapping
 
 import pandas as pd
 
-from lrservice.control.checkpoint import resolve_checkpoint, training_record
+from lrservice.control.checkpoint import output_dir_of, resolve_checkpoint, training_record
 from lrservice.control.training import read_log
 
 
@@ -41,19 +41,25 @@ def controller_cost(checkpoint: str | Path, trained_here: bool, action_every: in
     """A controller's training cost from its export or ``train-controller`` output (log or metadata).
 
     Child steps are the recorded ones (twins included); older checkpoints without that record
-    fall back to env steps x ``action_every``.
+    fall back to env steps x ``action_every``. A selection pick costs the whole run it was picked
+    from plus the selection (tuning cosine, scoring checkpoints).
     """
     ckpt = resolve_checkpoint(checkpoint)
     meta = training_record(ckpt)
     child_steps = int(meta.get("child_steps") or 0) or int(meta.get("env_steps") or 0) * int(action_every)
+    child_steps = max(child_steps, int(meta.get("run_child_steps") or 0))
+    selection = int(meta.get("selection_child_steps") or 0)
+    spent = f"{child_steps} child steps" + (f" + {selection} selecting it" if selection else "")
     if not trained_here:
-        return ExtraCost(0, 0.0, f"pretrained ({child_steps} child steps), reused")
-    log_path = ckpt.parent.parent / "training_log.parquet"
+        return ExtraCost(0, 0.0, f"pretrained ({spent}), reused")
+    child_steps += selection
+    log_path = output_dir_of(ckpt) / "training_log.parquet"
     rows = read_log(log_path) if log_path.exists() else []
     wall = float(rows[-1]["wall_s"]) if rows else math.nan
     episodes = int(sum(r["episodes"] for r in rows if r["episodes"] == r["episodes"])) if rows else 0
-    return ExtraCost(child_steps, wall, f"controller trained here: {meta.get('iteration')} PPO iterations, "
-                                        f"{episodes} episodes, {child_steps} child steps")
+    iterations = rows[-1]["iteration"] if rows else meta.get("iteration")
+    return ExtraCost(child_steps, wall, f"controller trained here: {iterations} PPO iterations, "
+                                        f"{episodes} episodes, {spent}")
 
 
 def add_costs(trials: pd.DataFrame, extra: Mapping[str, ExtraCost] | None = None) -> pd.DataFrame:

@@ -15,7 +15,7 @@ import gymnasium as gym
 import numpy as np
 
 from lrservice.child.features import FEATURE_SETS, LEVEL_NAME
-from lrservice.config import ConfigError, ControllerConfig, TaskConfig, config_from_dict
+from lrservice.config import ConfigError, ControllerConfig, TaskConfig, stored_sections
 
 FEATURE_CLIP = 1e6  # a diverged child's features are replaced by finite values within this bound
 
@@ -27,7 +27,7 @@ def env_sections(env_config: Mapping[str, Any] | None, extra: tuple[str, ...] = 
     unknown = sorted(set(cfg) - set(allowed))
     if unknown:
         raise ConfigError(f"env_config.{unknown[0]}: unknown key; allowed keys are: {', '.join(allowed)}")
-    run = config_from_dict({k: cfg[k] for k in ("task", "controller") if k in cfg})
+    run = stored_sections({k: cfg[k] for k in ("task", "controller") if k in cfg})
     return run.task, run.controller
 
 
@@ -119,7 +119,7 @@ def observation_space(controller: ControllerConfig) -> gym.spaces.Box:
 
 def draw_start(controller: ControllerConfig, rng: np.random.Generator) -> tuple[float, int]:
     """An episode's initial LR (from ``initial_lrs`` unless ``initial_lr`` is fixed) and child seed."""
-    lrs = controller.initial_lrs if controller.initial_lr is None else (controller.initial_lr,)
+    lrs = controller.start_lrs
     lr = float(lrs[int(rng.integers(len(lrs)))])
     return lr, int(rng.integers(2**31 - 1))
 

@@ -5,14 +5,21 @@ Training output directory (``train-controller --output``)::
     checkpoints/iter_000005/      algo.save_to_path(...) plus controller.json (task and
                                   controller sections, iteration, env and child steps)
     LATEST                        the name of the newest complete checkpoint
-    controller.pt                 the newest checkpoint exported (see below)
+    last.pt                       the newest checkpoint exported (see below)
+    controller.pt                 the deployable controller: the selection pick exported (with
+                                  controller.selection_seeds), else the same as last.pt
+    selection.parquet             one row per scored checkpoint and initial LR (control/selection.py)
+    selection.json                tuned cosine on the selection seeds (cached), the pick, its cost
     training_log.parquet          one row per PPO iteration
+
+An output directory, named as a controller, means its ``controller.pt``.
 
 The export (:func:`export_controller`) is one small file loadable with
 ``torch.load(weights_only=True)``: the actor network's layers, the frozen observation
 normaliser (RLlib's MeanStdFilter statistics when the checkpoint was written), the feature
-set, the action semantics and what training cost. :class:`~lrservice.control.controller.
-LearnedController` runs from it without Ray.
+set, the action semantics and what training cost; the pick also carries what selecting it
+cost (``selection``). :class:`~lrservice.control.controller.LearnedController` runs from it
+without Ray.
 """
 
 from __future__ import annotations
@@ -25,7 +32,7 @@ from typing import Any, Mapping
 import numpy as np
 import torch
 
-from lrservice.config import ConfigError, ControllerConfig, RunConfig, TaskConfig, config_from_dict
+from lrservice.config import ConfigError, ControllerConfig, RunConfig, TaskConfig, stored_sections
 from lrservice.control.actions import feature_names
 from lrservice.files import write_atomic, write_text
 
@@ -33,6 +40,7 @@ CHECKPOINTS = "checkpoints"
 LATEST = "LATEST"
 META_FILE = "controller.json"
 EXPORT_FILE = "controller.pt"
+LAST_FILE = "last.pt"
 MODULE_PATH = ("learner_group", "learner", "rl_module", "default_policy")
 FILTER_PATH = ("env_runner", "env_to_module_connector")
 EXPORT_FORMAT = "lrservice-controller"
@@ -51,8 +59,18 @@ def latest_checkpoint(output_dir: str | os.PathLike) -> Path | None:
         path = out / CHECKPOINTS / marker.read_text().strip()
         if (path / META_FILE).is_file():
             return path
-    done = sorted(p for p in (out / CHECKPOINTS).glob("iter_*") if (p / META_FILE).is_file())
+    done = kept_checkpoints(out)
     return done[-1] if done else None
+
+
+def kept_checkpoints(output_dir: str | os.PathLike) -> list[Path]:
+    """Every complete checkpoint under ``output_dir`` (``controller.json`` written), oldest first."""
+    return sorted(p for p in (Path(output_dir) / CHECKPOINTS).glob("iter_*") if (p / META_FILE).is_file())
+
+
+def checkpoint_iteration(checkpoint: Path) -> int:
+    """The PPO iteration a checkpoint directory holds (its name, ``iter_N``)."""
+    return int(checkpoint.name.removeprefix("iter_"))
 
 
 def read_metadata(checkpoint: str | os.PathLike) -> dict:
@@ -87,7 +105,8 @@ def pretrained_controllers() -> dict[str, Path]:
 
 
 def resolve_checkpoint(path: str | os.PathLike) -> Path:
-    """``pretrained:NAME``, an exported file, a checkpoint directory, or an output directory's newest checkpoint."""
+    """``pretrained:NAME``, an exported file, a checkpoint directory, or an output directory: its
+    ``controller.pt`` (the pick), else (written before exports) its newest checkpoint."""
     text = str(path)
     if text.startswith(PRETRAINED_PREFIX):
         name = text[len(PRETRAINED_PREFIX):]
@@ -101,6 +120,8 @@ def resolve_checkpoint(path: str | os.PathLike) -> Path:
         return p
     if (p / META_FILE).is_file() and p.joinpath(*MODULE_PATH).is_dir():
         return p
+    if (p / EXPORT_FILE).is_file() and (p / CHECKPOINTS).is_dir():
+        return p / EXPORT_FILE
     latest = latest_checkpoint(p) if p.is_dir() else None
     if latest is None:
         raise FileNotFoundError(f"{path}: no controller checkpoint there; give an exported controller file "
@@ -142,8 +163,10 @@ def actor_layers(module) -> list[torch.nn.Linear]:
     return layers
 
 
-def export_payload(ckpt: Path, extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """The compact controller of the RLlib checkpoint directory ``ckpt`` as plain tensors and numbers."""
+def export_payload(ckpt: Path, extra: Mapping[str, Any] | None = None,
+                   selection: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The compact controller of the RLlib checkpoint directory ``ckpt`` as plain tensors and numbers;
+    ``extra`` joins its ``training`` record, ``selection`` (how it was picked, at what cost) is its own section."""
     from ray.rllib.core.rl_module.rl_module import RLModule
 
     meta = read_metadata(ckpt)
@@ -151,7 +174,7 @@ def export_payload(ckpt: Path, extra: Mapping[str, Any] | None = None) -> dict[s
     activation = module.model_config.get("fcnet_activation", "tanh") if isinstance(module.model_config, dict) \
         else getattr(module.model_config, "fcnet_activation", "tanh")
     stats = observation_stats(ckpt)
-    features = feature_names(config_from_dict({"controller": meta["controller"]}).controller)
+    features = feature_names(stored_sections({"controller": meta["controller"]}).controller)
     n = len(features)
     payload = {
         "format": EXPORT_FORMAT, "version": EXPORT_VERSION,
@@ -168,16 +191,21 @@ def export_payload(ckpt: Path, extra: Mapping[str, Any] | None = None) -> dict[s
                      "child_steps": meta.get("child_steps", 0.0), "episodes": meta.get("episodes", 0.0),
                      "checkpoint": ckpt.name, **dict(extra or {})},
     }
+    if selection is not None:
+        payload["selection"] = dict(selection)
     return payload
 
 
 def export_controller(checkpoint: str | os.PathLike, out: str | os.PathLike | None = None,
-                      extra: Mapping[str, Any] | None = None) -> Path:
-    """Write the compact controller of an RLlib checkpoint (default: ``<output dir>/controller.pt``)."""
-    ckpt = resolve_checkpoint(checkpoint)
+                      extra: Mapping[str, Any] | None = None, selection: Mapping[str, Any] | None = None) -> Path:
+    """Write the compact controller of an RLlib checkpoint, or of an output directory's newest one
+    (default target: ``<output dir>/controller.pt``)."""
+    given = Path(os.path.expanduser(str(checkpoint)))
+    ckpt = latest_checkpoint(given) if (given / CHECKPOINTS).is_dir() else None
+    ckpt = ckpt or resolve_checkpoint(checkpoint)
     if ckpt.is_file():
         raise ConfigError(f"{checkpoint}: already an exported controller")
-    payload = export_payload(ckpt, extra)
+    payload = export_payload(ckpt, extra, selection)
     target = Path(out) if out is not None else ckpt.parent.parent / EXPORT_FILE
     return write_atomic(target, lambda tmp: torch.save(payload, tmp))
 
@@ -198,12 +226,24 @@ def load_export(path: str | os.PathLike) -> dict[str, Any]:
 
 
 def training_record(checkpoint: Path) -> dict[str, Any]:
-    """What training a resolved controller cost: iteration, env steps, child steps (twins included), episodes."""
-    meta = load_export(checkpoint)["training"] if checkpoint.is_file() else read_metadata(checkpoint)
-    return {key: meta.get(key) for key in ("iteration", "env_steps", "child_steps", "episodes")}
+    """What a resolved controller cost: iteration, env steps, child steps (twins included), episodes;
+    for a selection pick also ``run_child_steps`` (the whole run it was picked from) and
+    ``selection_child_steps`` (tuning cosine and scoring checkpoints); None where not recorded."""
+    payload = load_export(checkpoint) if checkpoint.is_file() else None
+    meta = payload["training"] if payload is not None else read_metadata(checkpoint)
+    record = {key: meta.get(key) for key in ("iteration", "env_steps", "child_steps", "episodes")}
+    selection = (payload or {}).get("selection") or {}
+    record["run_child_steps"] = selection.get("run_child_steps")
+    record["selection_child_steps"] = selection.get("child_steps")
+    return record
+
+
+def output_dir_of(checkpoint: Path) -> Path:
+    """The train-controller output directory a resolved checkpoint or export lies in."""
+    return checkpoint.parent if checkpoint.is_file() else checkpoint.parent.parent
 
 
 def export_sections(payload: Mapping[str, Any]) -> tuple[TaskConfig, ControllerConfig]:
     """The task and controller sections an export was trained with, validated."""
-    run = config_from_dict({"task": payload["task"], "controller": payload["controller"]})
+    run = stored_sections({"task": payload["task"], "controller": payload["controller"]})
     return run.task, run.controller

@@ -5,26 +5,36 @@ Output directory layout (``output_dir``)::
     checkpoints/iter_000005/      algo.save_to_path(...) plus controller.json (task + controller
                                   sections, so a checkpoint knows its action semantics)
     LATEST                        the name of the newest complete checkpoint
-    controller.pt                 that checkpoint exported: the deployable controller (no RLlib needed)
+    last.pt                       that checkpoint exported (no RLlib needed to run it)
+    controller.pt                 the deployable controller: the selection pick, else the same as last.pt
+    selection.parquet             with controller.selection_seeds: one row per scored checkpoint and
+    selection.json                initial LR (lrservice.control.selection); the cached tuned cosine, the pick
     training_log.parquet          one row per PPO iteration (see LOG_COLUMNS), written atomically
 
 ``--resume`` rebuilds the algorithm from the current config, restores the newest checkpoint
-and continues up to the requested total number of iterations; log rows past that checkpoint
-(work that was lost) are dropped.
+and continues up to the requested total number of iterations; log rows and selection rows past
+that checkpoint (work that was lost) are dropped, and scored checkpoints are not rescored.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import math
 import os
+import shutil
 import time
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from lrservice.config import ConfigError, RunConfig, config_from_dict
-from lrservice.control.checkpoint import (EXPORT_FILE, export_controller, latest_checkpoint, read_metadata,
-                                          save_checkpoint)
-from lrservice.files import write_parquet
+import numpy as np
+
+from lrservice.config import ConfigError, RunConfig, stored_sections
+from lrservice.control.checkpoint import (CHECKPOINTS, EXPORT_FILE, LAST_FILE, checkpoint_iteration, export_controller,
+                                          kept_checkpoints, latest_checkpoint, read_metadata, save_checkpoint)
+from lrservice.control.selection import (SELECTION_COLUMNS, SELECTION_FILE, checkpoint_line, marked, pick,
+                                         read_selection, scores, write_selection)
+from lrservice.files import write_atomic, write_json, write_parquet
 
 Log = Callable[[str], None]
 LOG_FILE = "training_log.parquet"
@@ -118,11 +128,13 @@ def read_log(path: str | os.PathLike) -> list[dict]:
 
 def train_controller(config: RunConfig, output_dir: str | os.PathLike, iterations: int | None = None,
                      resume: bool = False, log: Log = print) -> Path:
-    """Train the controller with PPO; returns the final checkpoint directory.
+    """Train the controller with PPO; returns the deployable controller, ``OUTPUT/controller.pt``.
 
     Connects to Ray (``config.resources``) if it is not initialised, plans placement from
     the cluster, trains ``iterations`` PPO iterations in total (default
     ``controller.iterations``), checkpoints every ``controller.checkpoint_every`` and at the end.
+    Each checkpoint is exported as ``last.pt``; with ``controller.selection_seeds`` it is then
+    scored (:class:`CheckpointSelection`) and ``controller.pt`` is the pick, else ``last.pt``.
     """
     from lrservice.control.ppo import build_ppo_config
     from lrservice.runtime import connect, plan_placement
@@ -135,20 +147,21 @@ def train_controller(config: RunConfig, output_dir: str | os.PathLike, iteration
     if start is not None and not resume:
         raise ConfigError(f"--output: {str(out)!r} already holds controller checkpoints ({start.name}); "
                           "pass --resume to continue them, or choose another output directory")
-    out.mkdir(parents=True, exist_ok=True)
     log_path = out / LOG_FILE
     if start is not None:
         meta = read_metadata(start)
         _check_same_sections(config, meta, start)
         done, steps = int(meta["iteration"]), float(meta["env_steps"])
         rows = [r for r in read_log(log_path) if r["iteration"] <= done]
-        if done >= total:
-            log(f"[lrservice] controller: {start} already has {done} of {total} iterations; nothing to do")
-            return start
     else:
         done, steps, rows = 0, 0.0, []
-        if resume:
-            log(f"[lrservice] controller: no checkpoint in {out} to resume; starting from scratch")
+    selection = CheckpointSelection.open(config, out, done, log)  # a changed selection is refused before any work
+    out.mkdir(parents=True, exist_ok=True)
+    if start is not None and done >= total:
+        log(f"[lrservice] controller: {start} already has {done} of {total} iterations; nothing to train")
+        return _publish(out, start, selection, log)
+    if start is None and resume:
+        log(f"[lrservice] controller: no checkpoint in {out} to resume; starting from scratch")
 
     connect(config.resources, log=log)
     placement = plan_placement(config.resources)
@@ -158,11 +171,13 @@ def train_controller(config: RunConfig, output_dir: str | os.PathLike, iteration
         if start is not None:
             algo.restore_from_path(str(start))
             log(f"[lrservice] controller: resumed from {start} (iteration {done})")
+            _publish(out, start, selection, log)  # a checkpoint kept just before a crash is scored now
         c = config.controller
         log(f"[lrservice] controller: PPO on {config.task.dataset}/{config.task.model}, "
             f"{config.task.steps} child steps per episode, action every {c.action_every}, "
             f"{c.action_space} actions, {c.num_env_runners} env runner(s) x {c.num_envs_per_env_runner} env(s), "
-            f"train batch {c.train_batch_size}; iterations {done + 1}..{total}")
+            f"train batch {c.train_batch_size}; iterations {done + 1}..{total}"
+            + (f"; selection on {len(c.selection_seeds)} seeds" if selection else "; no checkpoint selection"))
         began = time.perf_counter()
         wall_before = rows[-1]["wall_s"] if rows else 0.0
         path = start
@@ -173,23 +188,202 @@ def train_controller(config: RunConfig, output_dir: str | os.PathLike, iteration
                                 wall_before + time.perf_counter() - began, child_steps_per_env_step(config))
             if not math.isnan(row["env_steps_lifetime"]):
                 steps = row["env_steps_lifetime"]
-            if iteration % c.checkpoint_every == 0 or iteration == total:
+            keep = iteration % c.checkpoint_every == 0 or iteration == total
+            if keep:
                 path = save_checkpoint(algo, config, out, iteration, steps,
                                        child_steps=row["child_steps_lifetime"], episodes=row["episodes_lifetime"])
-                export_controller(path, out / EXPORT_FILE)
                 row["checkpoint"] = str(path)
             rows.append(row)
             write_log(rows, log_path)
             log(progress_line(row, total))
-        log(f"[lrservice] controller: {total} iterations done; checkpoint {path}; log {log_path}")
-        return path
+            if keep:
+                _publish(out, path, selection, log)
+        deployed = out / EXPORT_FILE
+        log(f"[lrservice] controller: {total} iterations done; checkpoint {path}; log {log_path}; "
+            f"deployable controller {deployed}"
+            + (f" (selection pick: {selection.picked_name()}; the newest is {out / LAST_FILE})" if selection else ""))
+        return deployed
     finally:
         algo.stop()
 
 
+def _publish(out: Path, newest: Path, selection: "CheckpointSelection | None", log: Log) -> Path:
+    """Export the newest checkpoint as ``last.pt``; then ``controller.pt``: the pick, or a copy of ``last.pt``."""
+    last = export_controller(newest, out / LAST_FILE)
+    if selection is None:
+        return write_atomic(out / EXPORT_FILE, lambda tmp: shutil.copyfile(last, tmp))
+    return selection.score_pending(checkpoint_iteration(newest))
+
+
+class CheckpointSelection:
+    """Scores kept checkpoints on ``controller.selection_seeds`` and exports the pick as ``controller.pt``.
+
+    The tuned cosine (``evaluate.cosine_grid`` over ``evaluate.tune_seeds``, as
+    ``evaluate-controller`` tunes it) and its runs on the selection seeds are computed once per
+    output directory and cached in ``selection.json``; scored checkpoints are read back from
+    ``selection.parquet`` on resume and never rescored. Children run in this process through
+    :mod:`lrservice.control.evaluate` (no Ray); the rule is :mod:`lrservice.control.selection`.
+    """
+
+    def __init__(self, config: RunConfig, out: Path, rows: list[dict], record: dict, log: Log):
+        self.config, self.out, self.rows, self.record, self.log = config, out, rows, record, log
+        self.seeds = list(config.controller.selection_seeds)
+        self.starts = list(config.controller.start_lrs)
+        self._data = None
+
+    @classmethod
+    def open(cls, config: RunConfig, out: Path, done: int, log: Log) -> "CheckpointSelection | None":
+        """The selection of ``out`` resumed at iteration ``done`` (None: selection off, nothing recorded).
+
+        Rows of checkpoints past ``done`` or gone (lost work) are dropped; if rows remain, the
+        selection settings must be the ones ``selection.json`` recorded (else one ConfigError line).
+        """
+        kept = {checkpoint_iteration(p) for p in kept_checkpoints(out) if checkpoint_iteration(p) <= done}
+        rows = [r for r in read_selection(out / SELECTION_FILE) if r["iteration"] in kept]
+        record_path = out / SELECTION_RECORD
+        record = json.loads(record_path.read_text()) if record_path.is_file() else {}
+        settings = selection_settings(config)
+        if rows and record:
+            _check_same_selection(settings, record.get("settings", {}), record_path)
+        elif not record:  # rows without their record: how they were scored is unknown, so they are scored again
+            rows = []
+        if not config.controller.selection_seeds:
+            return None
+        if record.get("settings") != settings:  # nothing scored under other settings survives: start afresh
+            record = {"settings": settings}
+        return cls(config, out, rows, record, log)
+
+    def picked_name(self) -> str:
+        return self.record.get("pick", {}).get("checkpoint", "none yet")
+
+    def score_pending(self, upto: int) -> Path:
+        """Score every kept checkpoint up to iteration ``upto`` not yet scored; export the pick."""
+        scored = {r["iteration"] for r in self.rows}
+        pending = [p for p in kept_checkpoints(self.out)
+                   if checkpoint_iteration(p) <= upto and checkpoint_iteration(p) not in scored]
+        cosine = self._cosine() if pending else None
+        for ckpt in pending:
+            self.rows = marked(self.rows + self._score(ckpt, cosine))
+            write_selection(self.rows, self.out / SELECTION_FILE)
+            self.log(checkpoint_line([r for r in self.rows if r["iteration"] == checkpoint_iteration(ckpt)],
+                                     pick(self.rows)))
+        return self._export() if self.rows else self.out / EXPORT_FILE
+
+    # -- the tuned cosine: once per output directory -------------------------------------
+    def _task_data(self):
+        from lrservice.child.trainer import load_task_data
+
+        if self._data is None:
+            self._data = load_task_data(self.config.task)
+        return self._data
+
+    def _cosine(self) -> list:
+        """Tuned cosine's runs on the selection seeds (from ``selection.json`` once computed)."""
+        from lrservice.control.evaluate import Run, run_baselines, tune_baselines
+
+        cached = self.record.get("cosine")
+        if cached:
+            return [Run(**{**r, "lrs": tuple(r["lrs"])}) for r in cached["runs"]]
+        task, ev, t0 = self.config.task, self.config.evaluate, time.perf_counter()
+        self.log(f"[lrservice] selection: tuning cosine on {list(ev.cosine_grid)} over tune seeds "
+                 f"{list(ev.tune_seeds)}, then on the {len(self.seeds)} selection seeds {_seed_text(self.seeds)}")
+        lr = tune_baselines(task, self._task_data(), {"cosine": ev.cosine_grid}, ev.tune_seeds, log=self.log)["cosine"]
+        runs = run_baselines(task, self._task_data(), [("cosine", lr, s) for s in self.seeds])
+        tuning = len(ev.cosine_grid) * len(ev.tune_seeds) * task.steps
+        cosine = self.record["cosine"] = {
+            "lr": lr, "runs": [dataclasses.asdict(r) for r in runs],
+            "val_loss_mean": float(np.mean([r.val_loss for r in runs])),
+            "test_accuracy_mean": float(np.mean([r.test_accuracy for r in runs])),
+            "tuning_child_steps": tuning, "child_steps": tuning + len(runs) * task.steps,
+            "wall_s": time.perf_counter() - t0}
+        write_json(self.out / SELECTION_RECORD, self.record)
+        self.log(f"[lrservice] selection: tuned cosine lr {lr:g}; on the selection seeds final val loss "
+                 f"{cosine['val_loss_mean']:.4f}, test acc {cosine['test_accuracy_mean']:.4f} "
+                 f"({cosine['child_steps']:,} child steps, {cosine['wall_s']:.0f} s)")
+        return runs
+
+    # -- one checkpoint ------------------------------------------------------------------
+    def _score(self, ckpt: Path, cosine: list) -> list[dict]:
+        """The checkpoint's deterministic policy from every initial LR on the selection seeds vs tuned cosine."""
+        from lrservice.control.checkpoint import export_payload
+        from lrservice.control.controller import LearnedController
+        from lrservice.control.evaluate import compare_rows, run_controller
+
+        t0, task, meta = time.perf_counter(), self.config.task, read_metadata(ckpt)
+        controller = LearnedController(export_payload(ckpt), ckpt)
+        runs = run_controller(controller, task, self._task_data(),
+                              [(float(lr), int(s)) for lr in self.starts for s in self.seeds], ckpt.name)
+        wall = time.perf_counter() - t0
+        rows = []
+        for summary in compare_rows(runs, {"cosine": cosine}):
+            mine = [r for r in runs if r.initial_lr == summary["initial_lr"]]
+            summary = {k: v for k, v in summary.items() if k in SELECTION_COLUMNS}
+            rows.append({**summary, "iteration": checkpoint_iteration(ckpt), "checkpoint": ckpt.name,
+                         "episodes": float(meta.get("episodes") or 0.0),
+                         "training_child_steps": float(meta.get("child_steps") or 0.0),
+                         "test_loss_mean": float(np.mean([r.test_loss for r in mine])),
+                         "selection_child_steps": float(len(mine) * task.steps), "wall_s": wall})
+        return rows
+
+    # -- the pick ------------------------------------------------------------------------
+    def _export(self) -> Path:
+        """``controller.pt``: the pick exported with what selecting it cost; also recorded in ``selection.json``."""
+        chosen = pick(self.rows)
+        newest = max(self.rows, key=lambda r: r["iteration"])
+        cosine = self.record["cosine"]
+        scoring = float(sum(r["selection_child_steps"] for r in self.rows))
+        first = next(r for r in self.rows if r["iteration"] == chosen)
+        summary = {
+            "iteration": chosen, "checkpoint": first["checkpoint"], "score": scores(self.rows)[chosen],
+            "seeds": self.seeds, "initial_lrs": self.starts, "cosine_lr": cosine["lr"],
+            "cosine_val_loss": cosine["val_loss_mean"], "scored_iterations": sorted(scores(self.rows)),
+            "child_steps": cosine["child_steps"] + scoring, "tuning_child_steps": cosine["child_steps"],
+            "scoring_child_steps": scoring, "run_child_steps": newest["training_child_steps"],
+            "run_episodes": newest["episodes"],
+            "wall_s": cosine["wall_s"] + sum({r["iteration"]: r["wall_s"] for r in self.rows}.values())}
+        self.record["pick"] = summary
+        write_json(self.out / SELECTION_RECORD, self.record)
+        path = export_controller(self.out / CHECKPOINTS / first["checkpoint"], self.out / EXPORT_FILE,
+                                 selection=summary)
+        share = summary["child_steps"] / summary["run_child_steps"] if summary["run_child_steps"] else math.nan
+        self.log(f"[lrservice] selection: pick iter {chosen} (score {summary['score']:+.4f}: mean Δ final val loss vs "
+                 f"tuned cosine on {len(self.seeds)} selection seeds, over {len(self.starts)} initial LRs) -> {path}; "
+                 f"newest iter {newest['iteration']} -> {self.out / LAST_FILE}; selection cost "
+                 f"{summary['child_steps']:,.0f} child steps (cosine {cosine['child_steps']:,} + scoring "
+                 f"{scoring:,.0f}) = {share:.1%} of training's {summary['run_child_steps']:,.0f}")
+        return path
+
+
+SELECTION_RECORD = "selection.json"
+
+
+def selection_settings(config: RunConfig) -> dict:
+    """What scores are comparable under: seeds, starts, cosine's tuning and the task (not where data lives)."""
+    task = {k: v for k, v in config.to_dict()["task"].items() if k not in ("data_dir", "download")}
+    ev = config.evaluate
+    return {"controller.selection_seeds": list(config.controller.selection_seeds),
+            "controller.initial_lrs": list(config.controller.start_lrs),
+            "evaluate.cosine_grid": list(ev.cosine_grid), "evaluate.tune_seeds": list(ev.tune_seeds),
+            **{f"task.{k}": v for k, v in task.items()}}
+
+
+def _check_same_selection(settings: Mapping[str, Any], recorded: Mapping[str, Any], where: Path) -> None:
+    """Scored checkpoints are kept on resume: new ones must be scored the same way to be compared."""
+    for name, value in settings.items():
+        if recorded.get(name) != value:
+            raise ConfigError(f"{name}: {value!r} differs from the selection recorded in {where} "
+                              f"({recorded.get(name)!r}); checkpoints scored there are not rescored: use the same "
+                              "value, or another output directory")
+
+
+def _seed_text(seeds: list[int]) -> str:
+    contiguous = len(seeds) > 2 and seeds == list(range(seeds[0], seeds[0] + len(seeds)))
+    return f"{seeds[0]}-{seeds[-1]}" if contiguous else str(seeds)
+
+
 def _check_same_sections(config: RunConfig, meta: Mapping[str, Any], checkpoint: Path) -> None:
     """Resuming with another task or env semantics would mix two problems in one policy."""
-    stored = config_from_dict({"task": meta["task"], "controller": meta["controller"]})
+    stored = stored_sections({"task": meta["task"], "controller": meta["controller"]})
     env_fields = ("features", "action_space", "action_every", "factor", "factors", "levels", "lr_min", "lr_max", "reward",
                   "baseline", "twin_policy", "envelope", "tasks", "hidden")
     for name in env_fields:

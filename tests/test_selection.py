@@ -1,0 +1,208 @@
+"""Checkpoint selection: the rule on hand-made scores, the table file, the seeds' roles, and
+`train-controller` with selection on end to end (scores, pick, export, resume)."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pyarrow.parquet as pq
+import pytest
+import torch
+import yaml
+
+from lrservice.config import ConfigError, config_from_dict, stored_sections
+from lrservice.control.selection import (SELECTION_COLUMNS, checkpoint_line, checkpoint_score, marked, pick,
+                                         read_selection, scores, write_selection)
+
+STARTS = (1e-2, 1e-3, 1e-4)
+
+
+def _rows(deltas: dict[int, tuple[float, ...]], diverged: dict[int, int] | None = None) -> list[dict]:
+    """One row per (iteration, start): Δ vs cosine as given; everything else filler."""
+    rows = []
+    for iteration, ds in deltas.items():
+        for lr, d in zip(STARTS, ds):
+            rows.append({"iteration": iteration, "checkpoint": f"iter_{iteration:06d}", "episodes": 32.0 * iteration,
+                         "training_child_steps": 1000.0 * iteration, "initial_lr": lr, "seeds": 10,
+                         "val_loss_mean": 0.08 + d, "val_loss_std": 0.01, "dval_vs_cosine": d,
+                         "dval_vs_cosine_low": d - 0.01, "dval_vs_cosine_high": d + 0.01, "test_loss_mean": 0.09,
+                         "test_accuracy_mean": 0.98, "dacc_vs_cosine": 0.0, "dacc_vs_cosine_low": -0.001,
+                         "dacc_vs_cosine_high": 0.001,
+                         "diverged": (diverged or {}).get(iteration, 0) if lr == 1e-2 else 0,
+                         "selection_child_steps": 6000.0, "wall_s": 3.0})
+    return rows
+
+
+def test_pick_is_the_lowest_mean_over_starts_neither_first_nor_last_nor_best_single_start():
+    # Dyadic values: every sum below is exact. Means over the three starts:
+    # 8: (0.25 - 0.125 + 0.5)/3 = 0.625/3; 16: (-0.25 + 0.125 - 0.125)/3 = -0.25/3 (the lowest);
+    # 24: (-0.5 + 0.5 + 0.25)/3 = 0.25/3 (best from 1e-2 alone); 32: (0 + 0 + 0)/3 = 0.
+    rows = _rows({8: (0.25, -0.125, 0.5), 16: (-0.25, 0.125, -0.125), 24: (-0.5, 0.5, 0.25), 32: (0.0, 0.0, 0.0)})
+    assert scores(rows) == {8: 0.625 / 3, 16: -0.25 / 3, 24: 0.25 / 3, 32: 0.0}
+    assert pick(rows) == 16
+    assert pick(list(reversed(rows))) == 16  # row order does not matter
+
+
+def test_a_diverging_checkpoint_is_never_picked_even_with_the_lowest_delta():
+    """The paired difference skips non-finite pairs, so a diverging policy's Δ can look best."""
+    rows = _rows({8: (0.0625, 0.0625, 0.0625), 16: (-0.5, -0.5, -0.5)}, diverged={16: 1})
+    assert checkpoint_score([r for r in rows if r["iteration"] == 16]) == math.inf
+    assert pick(rows) == 8
+    nan_delta = _rows({8: (0.0625, 0.0625, 0.0625), 16: (-0.5, math.nan, -0.5)})
+    assert pick(nan_delta) == 8
+    assert checkpoint_score([]) == math.inf
+
+
+def test_ties_go_to_the_earlier_iteration_and_an_all_inf_table_to_the_first():
+    rows = _rows({8: (0.125, 0.25, 0.5), 16: (-0.5, 0.0, 0.25), 24: (0.25, -0.5, 0.0), 32: (0.5, 0.5, 0.5)})
+    assert scores(rows)[16] == scores(rows)[24] == -0.25 / 3
+    assert pick(rows) == 16 and pick([r for r in rows if r["iteration"] != 16]) == 24
+    broken = _rows({8: (0.0, 0.0, 0.0), 16: (0.0, 0.0, 0.0)}, diverged={8: 2, 16: 1})
+    assert pick(broken) == 8
+    with pytest.raises(ValueError, match="no scored checkpoints"):
+        pick([])
+
+
+def test_table_marks_the_pick_round_trips_atomically_and_the_line_names_the_numbers(tmp_path):
+    rows = marked(_rows({8: (0.25, -0.125, 0.5), 16: (-0.25, 0.125, -0.125), 24: (-0.5, 0.5, 0.25)}))
+    assert [(r["iteration"], r["initial_lr"]) for r in rows] == [(i, lr) for i in (8, 16, 24) for lr in STARTS]
+    assert {r["iteration"] for r in rows if r["picked"]} == {16}
+    assert all(r["score"] == scores(rows)[r["iteration"]] for r in rows)
+    path = tmp_path / "selection.parquet"
+    write_selection(rows, path)
+    assert [p.name for p in tmp_path.iterdir()] == ["selection.parquet"]  # no temp file left behind
+    assert pq.read_schema(path).names == list(SELECTION_COLUMNS)
+    assert read_selection(path) == rows
+    assert read_selection(tmp_path / "nowhere.parquet") == []
+    line = checkpoint_line([r for r in rows if r["iteration"] == 24], best=16)
+    assert line.startswith("[lrservice] selection iter 24 (768 episodes): score +0.0833")
+    assert "from 1e-02 " in line and "(Δ -0.5000 [-0.5100, -0.4900]" in line and "best so far: iter 16" in line
+    assert "18,000 child steps" in line
+
+
+@pytest.mark.parametrize("evaluate, task, message", [
+    ({"tune_seeds": [100, 2001]}, {}, "controller.selection_seeds: [2001] are also evaluate.tune_seeds"),
+    ({"seeds": [1000, 2000, 2002]}, {}, "controller.selection_seeds: [2000, 2002] are also evaluate.seeds (held-out)"),
+    ({}, {"seed": 2001}, "controller.selection_seeds: [2001] are also task.seed (the training seed)"),
+])
+def test_selection_seeds_must_be_apart_from_tune_held_out_and_training_seeds(evaluate, task, message):
+    data = {"task": task, "controller": {"selection_seeds": [2000, 2001, 2002]}, "evaluate": evaluate}
+    with pytest.raises(ConfigError) as err:
+        config_from_dict(data)
+    assert str(err.value).startswith(message) and "\n" not in str(err.value)
+    # A checkpoint's stored sections are checked on their own: the defaults standing in for its
+    # evaluate section must not refuse them.
+    stored = stored_sections({"task": task, "controller": data["controller"]})
+    assert stored.controller.selection_seeds == (2000, 2001, 2002)
+
+
+def test_selection_seeds_are_distinct_non_negative_and_empty_turns_selection_off():
+    for bad in ([2000, 2000], [-1, 2000]):
+        with pytest.raises(ConfigError, match=r"^controller\.selection_seeds: .* give distinct non-negative"):
+            config_from_dict({"controller": {"selection_seeds": bad}})
+    assert config_from_dict({}).controller.selection_seeds == ()
+    assert config_from_dict({"controller": {"initial_lr": 1e-3}}).controller.start_lrs == (1e-3,)
+
+
+# -- end to end --------------------------------------------------------------------------
+TASK = {"dataset": "digits", "model": "mlp", "batch_size": 32, "steps": 60, "eval_every": 20, "val_subset": 128,
+        "device": "cpu"}
+CONTROLLER = {"action_every": 10, "train_batch_size": 60, "minibatch_size": 30, "num_epochs": 1, "iterations": 2,
+              "checkpoint_every": 1, "num_env_runners": 0, "selection_seeds": [2000, 2001]}
+EVALUATE = {"tune_seeds": [100], "seeds": [1000, 1001], "cosine_grid": [0.001, 0.01]}
+
+
+def _tensors(payload: dict) -> list[torch.Tensor]:
+    return ([t for layer in payload["policy"]["layers"] for t in (layer["weight"], layer["bias"])]
+            + [payload["normaliser"]["mean"], payload["normaliser"]["std"]])
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_train_controller_scores_every_checkpoint_exports_the_pick_and_resumes_without_rescoring(
+        tmp_path, capsys, monkeypatch):
+    import ray
+
+    import lrservice.cli
+    from lrservice.child.trainer import load_task_data
+    from lrservice.cli import main
+    from lrservice.control.checkpoint import CHECKPOINTS, EXPORT_FILE, LAST_FILE, export_controller, load_export
+    from lrservice.control.controller import LearnedController
+    from lrservice.control.evaluate import run_baselines, run_controller
+
+    monkeypatch.setattr(lrservice.cli, "COMMANDS", ("train_controller",))
+    if ray.is_initialized():
+        ray.shutdown()
+    cfg_file = tmp_path / "ctrl.yaml"
+    cfg_file.write_text(yaml.safe_dump({"task": TASK, "controller": CONTROLLER, "evaluate": EVALUATE,
+                                        "resources": {"num_cpus": 2}}))
+    out = tmp_path / "out"
+    seeds, steps = CONTROLLER["selection_seeds"], TASK["steps"]
+    try:
+        assert main(["train-controller", "--config", str(cfg_file), "--output", str(out)]) == 0
+        printed = capsys.readouterr().out
+        assert printed.count("[lrservice] selection iter ") == 2 and "[lrservice] tuned cosine: " in printed
+        assert "[lrservice] selection: pick iter " in printed and "of training's" in printed
+
+        rows = read_selection(out / "selection.parquet")
+        assert [(r["iteration"], r["initial_lr"]) for r in rows] == [(i, lr) for i in (1, 2) for lr in STARTS]
+        assert all(r["seeds"] == len(seeds) and r["selection_child_steps"] == len(seeds) * steps for r in rows)
+        by_hand = {i: sum(r["dval_vs_cosine"] for r in rows if r["iteration"] == i) / len(STARTS) for i in (1, 2)}
+        if not all(math.isfinite(v) for v in by_hand.values()):
+            pytest.fail(f"a tiny run diverged on a selection seed: {by_hand}")
+        chosen = min(by_hand, key=lambda i: (by_hand[i], i))
+        assert {r["iteration"] for r in rows if r["picked"]} == {chosen}
+
+        # controller.pt is the chosen checkpoint's export; last.pt the newest one's.
+        deployed = load_export(out / EXPORT_FILE)
+        for name, iteration in ((EXPORT_FILE, chosen), (LAST_FILE, 2)):
+            fresh = torch.load(export_controller(out / CHECKPOINTS / f"iter_{iteration:06d}", tmp_path / "x.pt"),
+                               weights_only=True)
+            for a, b in zip(_tensors(load_export(out / name)), _tensors(fresh), strict=True):
+                assert torch.equal(a, b), name
+        assert deployed["training"]["iteration"] == chosen and deployed["selection"]["iteration"] == chosen
+        assert LearnedController.from_checkpoint(out).checkpoint == out / EXPORT_FILE
+
+        # The table's Δ is the pick's deterministic policy vs tuned cosine, recomputed here.
+        record = json.loads((out / "selection.json").read_text())
+        cosine_lr = record["cosine"]["lr"]
+        assert cosine_lr in EVALUATE["cosine_grid"]
+        task = config_from_dict({"task": TASK}).task
+        data = load_task_data(task)
+        cosine = {r.seed: r.val_loss for r in run_baselines(task, data, [("cosine", cosine_lr, s) for s in seeds])}
+        mine = run_controller(LearnedController.from_checkpoint(out / EXPORT_FILE), task, data,
+                              [(lr, s) for lr in STARTS for s in seeds])
+        for lr in STARTS:
+            delta = sum(r.val_loss - cosine[r.seed] for r in mine if r.initial_lr == lr) / len(seeds)
+            (row,) = [r for r in rows if r["iteration"] == chosen and r["initial_lr"] == lr]
+            assert row["dval_vs_cosine"] == pytest.approx(delta, rel=1e-9, abs=1e-12)
+
+        # The cost, by hand: cosine tuning (grid x tune seeds) and its runs, then starts x seeds per checkpoint.
+        once = (len(EVALUATE["cosine_grid"]) * len(EVALUATE["tune_seeds"]) + len(seeds)) * steps
+        assert deployed["selection"]["child_steps"] == once + 2 * len(STARTS) * len(seeds) * steps
+        assert deployed["selection"]["run_child_steps"] == rows[-1]["training_child_steps"] > 0
+
+        # Resume to 3 iterations: only the new checkpoint is scored; the old rows stay as they were.
+        assert main(["train-controller", "--config", str(cfg_file), "--output", str(out),
+                     "--resume", "--iterations", "3"]) == 0
+        resumed = capsys.readouterr().out
+        assert resumed.count("[lrservice] selection iter ") == 1 and "selection iter 3 " in resumed
+        assert "[lrservice] tuned cosine:" not in resumed  # cached in selection.json, not tuned again
+        again = read_selection(out / "selection.parquet")
+        keep = ("iteration", "initial_lr", "val_loss_mean", "dval_vs_cosine", "test_accuracy_mean", "wall_s")
+        assert [{k: r[k] for k in keep} for r in again[:6]] == [{k: r[k] for k in keep} for r in rows]
+        assert [r["iteration"] for r in again[6:]] == [3] * len(STARTS)
+        assert load_export(out / EXPORT_FILE)["selection"]["child_steps"] == once + 3 * len(STARTS) * len(seeds) * steps
+
+        # Resuming with other selection seeds would compare scores from two seed sets: refused, one line.
+        changed = tmp_path / "changed.yaml"
+        changed.write_text(yaml.safe_dump({"task": TASK, "controller": {**CONTROLLER, "selection_seeds": [2000, 2005]},
+                                           "evaluate": EVALUATE, "resources": {"num_cpus": 2}}))
+        assert main(["train-controller", "--config", str(changed), "--output", str(out),
+                     "--resume", "--iterations", "4"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert "\n" not in err
+        assert "controller.selection_seeds: [2000, 2005] differs from the selection recorded in" in err
+    finally:
+        ray.shutdown()
