@@ -68,6 +68,7 @@ def run(args: argparse.Namespace) -> int:
     config = load_run_config(args, **({"evaluate": {"seeds": parse_seeds(args.seeds)}} if args.seeds else {}))  # refused before torch loads
     import torch  # torch and the controller stack: on use, so `lrservice --help` stays fast (docs/architecture.md)
 
+    from lrservice.child.pool import pool_mode
     from lrservice.child.trainer import load_task_data
     from lrservice.control.checkpoint import resolve_checkpoint
     from lrservice.control.controller import LearnedController
@@ -83,6 +84,7 @@ def run(args: argparse.Namespace) -> int:
     data = load_task_data(task)
     progress(f"[lrservice] evaluate: {task.dataset}/{task.model}, {task.steps} steps; tune seeds {list(ev.tune_seeds)}, "
              f"held-out seeds {list(ev.seeds)}")
+    progress(f"[lrservice] children: {pool_mode(task, data)}")
     grids = {kind: getattr(ev, f"{kind}_grid") for kind in BASELINE_KINDS}
     runs, rows, tuned = evaluate_controllers(task, data, controllers, grids, ev.tune_seeds, ev.seeds,
                                              initial_lrs, log=progress)
