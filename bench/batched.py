@@ -9,7 +9,7 @@ Two tables in one run:
    LeNet-5, and ``convbn``, a small conv net with BatchNorm defined in this file, i.e. not one
    of ``lrservice/child/models.py`` (it reaches the trainers by name, see :func:`outside_model`).
 
-Run: ``python bench/batched.py [--device cpu|cuda] [--model mlp|lenet5] [--repeats 5]``.
+Run: ``python bench/batched.py [--device cpu|cuda] [--model mlp|lenet5] [--repeats 5] [--clock wall|cpu]``.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import argparse
 import contextlib
 import dataclasses
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +26,8 @@ import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from measure import fmt, preamble, spread, table, timed  # noqa: E402
+from measure import fmt, preamble, spread, table  # noqa: E402
+from measure import timed as wall_timed  # noqa: E402
 
 import lrservice.child.batched as batched_module  # noqa: E402
 import lrservice.child.trainer as trainer_module  # noqa: E402
@@ -34,6 +36,17 @@ from lrservice.child.batched import BatchedChildTrainer  # noqa: E402
 from lrservice.child.models import build_model  # noqa: E402
 from lrservice.config import config_from_dict  # noqa: E402
 from lrservice.control.vector_env import LRVectorEnv  # noqa: E402
+
+
+def cpu_timed(fn) -> float:
+    """CPU seconds this process spent in one call: on a box shared with other jobs, time spent
+    waiting for a core drops out (contention for caches and memory bandwidth does not)."""
+    t = time.process_time()
+    fn()
+    return time.process_time() - t
+
+
+timed = wall_timed  # main() switches to cpu_timed with --clock cpu
 
 
 class ConvBN(nn.Module):
@@ -143,7 +156,7 @@ def model_rates(task, data, k: int, steps: int, repeats: int) -> tuple[str, dict
     rates = {name: [] for name in [*runners, "separate"]}
     for _ in range(repeats):
         for name, pool in runners.items():
-            rates[name].append(k * steps / timed(lambda: pool.train_steps(steps)))
+            rates[name].append(k * steps / timed(lambda p=pool: p.train_steps(steps)))
         rates["separate"].append(k * steps / timed(lambda: [c.train_steps(steps) for c in separate]))
     return runners["batched"].mode, rates
 
@@ -199,9 +212,14 @@ def main() -> int:
                         help="models for the second table (empty: skip it); convbn is defined in this file")
     parser.add_argument("--models-k", type=int, default=16, help="children per pool in the second table")
     parser.add_argument("--skip-ks", action="store_true", help="only the second table")
+    parser.add_argument("--clock", choices=["wall", "cpu"], default="wall",
+                        help="wall seconds, or this process's CPU seconds (CPU only; for a loaded shared box)")
     args = parser.parse_args()
+    global timed
+    timed = cpu_timed if args.clock == "cpu" else wall_timed
     torch.set_num_threads(1)
-    preamble(f"batched children vs separate ({args.model}, digits, batch {args.batch_size})", args.device)
+    preamble(f"batched children vs separate ({args.model}, digits, batch {args.batch_size}; {args.clock} clock)",
+             args.device)
     env_config = {
         "task": {"dataset": "digits", "model": args.model, "batch_size": args.batch_size, "steps": 10_000,
                  "val_subset": 128, "device": args.device},
