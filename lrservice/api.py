@@ -227,6 +227,7 @@ def evaluate_controller(config: ConfigLike, controllers: ControllersLike, seeds:
 
     names = controller_paths(controllers, BASELINE_KINDS)
     with _one_torch_thread():
+        from lrservice.child.pool import pool_mode
         from lrservice.child.trainer import load_task_data
         from lrservice.control.checkpoint import resolve_checkpoint
         from lrservice.control.controller import LearnedController
@@ -241,6 +242,7 @@ def evaluate_controller(config: ConfigLike, controllers: ControllersLike, seeds:
         data = load_task_data(task)
         log(f"[lrservice] evaluate: {task.dataset}/{task.model}, {task.steps} steps; tune seeds {list(ev.tune_seeds)}, "
             f"held-out seeds {list(ev.seeds)}")
+        log(f"[lrservice] children: {pool_mode(task, data)}")
         grids = {kind: getattr(ev, f"{kind}_grid") for kind in BASELINE_KINDS}
         runs, rows, tuned = evaluate_controllers(task, data, loaded, grids, ev.tune_seeds, ev.seeds, initial_lrs,
                                                  log=log)

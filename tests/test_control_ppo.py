@@ -15,7 +15,8 @@ from lrservice.cli import main
 from lrservice.config import ConfigError, config_from_dict
 from lrservice.control.env import ENV_NAME
 from lrservice.control.checkpoint import CHECKPOINTS, LATEST, META_FILE, latest_checkpoint
-from lrservice.control.training import LOG_COLUMNS, LOG_FILE, progress_line, read_log, train_controller, write_log
+from lrservice.control.training import (LOG_COLUMNS, LOG_FILE, children_note, progress_line, read_log, train_controller,
+                                         write_log)
 from lrservice.control.vector_env import VECTOR_ENV_NAME
 from lrservice.runtime import Placement
 
@@ -61,6 +62,15 @@ def test_ppo_config_follows_placement_and_vector_env():
     assert cfg.env == VECTOR_ENV_NAME and cfg.num_envs_per_env_runner == 4
     assert str(cfg.gym_env_vectorize_mode).lower().endswith("vector_entry_point")
     assert cfg.rollout_fragment_length * 2 * 4 == 200  # each runner samples an equal share of the batch
+
+
+def test_progress_names_how_each_tasks_children_train():
+    """One child per env runner is separate; a vector env's pool per task is batched when its model vmaps."""
+    assert children_note(run_config()).startswith("separate (one child per env runner")
+    assert children_note(run_config(num_envs_per_env_runner=4)) == "digits/mlp batched (mlp fast path)"
+    tasks = [{**TASK, "model": "lenet5"}, TASK, {**TASK, "model": "lenet5", "seed": 3}]
+    assert children_note(run_config(num_envs_per_env_runner=4, tasks=tasks)) == (
+        "digits/lenet5 batched (vmap); digits/mlp batched (mlp fast path)")
 
 
 def test_log_is_atomic_parquet_and_progress_line_names_the_numbers(tmp_path):

@@ -141,6 +141,7 @@ def test_cli_writes_tuned_paired_evidence(tmp_path, capsys):
                  "--seeds", seeds]) == 0
     printed = capsys.readouterr().out
     assert "tuned constant:" in printed and "| mine |" in printed
+    assert printed.count("[lrservice] children: batched (mlp fast path)\n") == 1
     runs = pd.read_parquet(out / "runs.parquet")
     summary = pd.read_parquet(out / "summary.parquet")
     # tuning: each baseline's LR is the grid point with the lowest mean validation loss on the tune seeds

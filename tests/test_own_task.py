@@ -421,3 +421,22 @@ def test_the_python_api_compares_arms_on_a_plugin_task(plugin_dir, tmp_path):
                                log=lambda line: None)
     assert sorted(zip(result.trials.arm, result.trials.seed)) == [("cosine", 0), ("cosine", 1), ("ctrl", 0), ("ctrl", 1)]
     assert set(result.steps.step) == {20, 40} and result.trials.test_accuracy.between(0, 1).all()
+
+
+def test_plugin_children_train_batched_as_separate_children_do(plugin_dir):
+    """A plugin model and a plugin loss (regression) in one batched pool: the same losses as K separate
+    children within the batched contract's float32 tolerance (tests/test_batched.py: rtol 1e-4)."""
+    from lrservice.child.pool import SeparateChildren, child_pool
+
+    task = config_from_dict({"task": _task(plugin_dir, dataset=f"{PACKAGE}:load_regression", loss=f"{PACKAGE}:mse",
+                                           val_size=50)}).task
+    data = load_task_data(task)
+    pools = [child_pool(task, 3, data=data), SeparateChildren(task, 3, data=data)]
+    assert pools[0].mode == "batched (vmap)"
+    for pool in pools:
+        for i, lr in enumerate([0.003, 0.01, 0.03]):
+            pool.reset_child(i, lr, seed=i)
+        pool.train_steps(10)
+    batched, separate = (pool.evaluate("val") for pool in pools)
+    assert [e.loss for e in batched] == pytest.approx([e.loss for e in separate], rel=1e-4)
+    assert all(math.isnan(e.accuracy) for e in batched + separate)

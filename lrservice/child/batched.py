@@ -2,16 +2,29 @@
 
 Why: a child step on a small model is mostly Python and dispatch overhead (forward,
 backward and ~80 optimizer kernel launches). Stacking K children turns K small steps into
-one step of batched matmuls (``torch.bmm`` for the MLP, ``torch.func.vmap`` over
-``functional_call`` for other models) and one optimizer update on a ``(K, P)`` tensor.
+one step of batched kernels (``torch.func.vmap`` over ``functional_call`` for any model, or
+hand-written ``torch.bmm`` for lrservice's MLP) and one optimizer update on a ``(K, P)`` tensor.
+
+Any model ``torch.func`` can vmap batches: its parameters are stacked ``(K, ...)`` views of
+one flat tensor, its buffers (BatchNorm's running statistics) are stacked ``(K, ...)`` too, so
+each child's statistics are updated from its own batches in training mode and used in eval
+mode. Whether a model batches is decided once, when the trainer is built, by a trial
+forward+backward of two children under vmap on a few training samples, checked against the
+model's own forward; a model that fails it (data-dependent control flow, ``.item()``, an op
+without a batching rule, random ops such as dropout in training mode) raises
+:class:`NotBatchable` with a one-line reason, and :func:`lrservice.child.pool.child_pool`
+then trains separate children. Dropout is refused rather than batched: a separate child's
+masks come from the global generator seeded at its reset, a batched child's would come from
+another stream, and the pool's contract is that a batched child *is* the separate child.
 
 Each child keeps what a separate ``ChildTrainer(task).reset(lr, seed)`` would have: the same
-initial weights (built under ``torch.manual_seed(seed)``), the same batch order (its own
-generator seeded ``seed + 1_000_003``), its own learning rate, its own optimizer state
+initial weights and buffers (built under ``torch.manual_seed(seed)``), the same batch order
+(its own generator seeded ``seed + 1_000_003``), its own learning rate, its own optimizer state
 (Adam updated element-wise exactly as ``torch.optim.Adam``'s single-tensor path does,
 or SGD / SGD with momentum), and its own divergence flag. A child whose loss turns
 non-finite stops updating (weights and optimizer state frozen, as ChildTrainer leaves
-them) while the others go on; unlike ChildTrainer it stays diverged until it is reset.
+them; its running statistics keep the forward of that step, as ChildTrainer's do) while the
+others go on; unlike ChildTrainer it stays diverged until it is reset.
 No host synchronisation happens inside a block of steps on GPU.
 """
 
@@ -27,24 +40,68 @@ import torch.nn.functional as F
 from torch import nn
 
 from lrservice.child.data import ChildData
-from lrservice.child.models import MLP, build_model
-from lrservice.child.trainer import EVAL_CHUNK, Evaluation, TrainResult, load_task_data, resolve_device
+from lrservice.child.models import MLP, task_model
+from lrservice.child.observer import output_layer
+from lrservice.child.trainer import EVAL_CHUNK, Evaluation, TrainResult, load_task_data, resolve_device, task_loss
 from lrservice.config import ConfigError, TaskConfig
 
-BATCHED_MODELS = ("mlp", "lenet5")
 ADAM_BETAS = (0.9, 0.999)
 ADAM_EPS = 1e-8
+MODE_FAST = "batched (mlp fast path)"
+MODE_VMAP = "batched (vmap)"
+TRIAL_BATCH = 4     # samples per child in the vmap trial: enough for BatchNorm's batch statistics
+TRIAL_RTOL = 1e-3   # the trial's agreement bound, relative to each tensor's largest magnitude (see _agrees)
 _LAYOUT_WARNING = "grad and param do not obey the gradient layout contract"
 
 
+def build_child(task: TaskConfig, input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
+    """The task's model (a built-in or a plugin, :func:`~lrservice.child.models.task_model`): the template and
+    every child's initial weights."""
+    return task_model(task, input_shape, num_classes)
+
+
+class NotBatchable(Exception):
+    """The model cannot be trained as vmapped children; ``reason`` is one line saying why."""
+
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
+
+
+def _one_line(exc: BaseException, limit: int = 160) -> str:
+    text = (str(exc).strip().splitlines() or [""])[0]
+    text = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def _agrees(got: torch.Tensor, ref: torch.Tensor) -> bool:
+    """Equal for integer tensors; for floats within TRIAL_RTOL of the reference's largest magnitude
+    (gradients are compared as one flat vector: a bias ahead of BatchNorm has a gradient that is
+    rounding noise around 0, small only against the others).
+
+    The bound only decides batched vs separate (a false "no" costs speed, never correctness):
+    vmap turns a convolution into a grouped one, whose float32 rounding differs from the
+    plain one by ~1e-6 relative, while a vmapped forward that computes something else
+    differs by O(1). The equivalence tests pin the batched trajectories far tighter.
+    """
+    if got.shape != ref.shape:
+        return False
+    if not ref.is_floating_point():
+        return torch.equal(got, ref)
+    scale = float(ref.detach().abs().max()) if ref.numel() else 0.0
+    return bool(torch.allclose(got.detach(), ref.detach(), rtol=0.0, atol=TRIAL_RTOL * scale + 1e-12,
+                               equal_nan=True))
+
+
 class _Stack:
-    """K copies of one architecture's parameters in one ``(K, P)`` tensor.
+    """K copies of one architecture's parameters in one ``(K, P)`` tensor, and its buffers ``(K, ...)``.
 
     Each named parameter is a ``(K, *shape)`` view into the flat tensor and a leaf that
     requires grad; its ``.grad`` is a view into one flat gradient tensor, so backward
     accumulates straight into ``(K, P)`` and the optimizer is a handful of whole-tensor ops.
     MLP ``Linear`` weights are stored transposed ``(in, out)`` so forward and backward are
-    plain ``bmm`` calls with no transposed copies.
+    plain ``bmm`` calls with no transposed copies. Buffers (e.g. BatchNorm running statistics)
+    are one ``(K, *shape)`` tensor each, in their own dtype.
     """
 
     def __init__(self, template: nn.Module, k: int, device: torch.device, transpose: bool):
@@ -61,6 +118,9 @@ class _Stack:
         for p, g in zip(self.params, self._views(self.grad)):
             p.requires_grad_(True)
             p.grad = g
+        self.buffers = {n: torch.zeros(k, *b.shape, dtype=b.dtype, device=device)
+                        for n, b in template.named_buffers()}
+        self.state_names = list(template.state_dict().keys())
 
     def _views(self, flat: torch.Tensor) -> list[torch.Tensor]:
         return [t.view(self.k, *s) for t, s in zip(flat.split(self.sizes, dim=1), self.shapes)]
@@ -70,15 +130,25 @@ class _Stack:
 
     @torch.no_grad()
     def load_child(self, i: int, model: nn.Module) -> None:
-        """Copy one built model's parameters into slot ``i``."""
+        """Copy one built model's parameters and buffers into slot ``i``."""
         for p, (_, q), t in zip(self.params, model.named_parameters(), self.transposed):
             p[i].copy_(q.detach().t() if t else q.detach())
+        for name, b in model.named_buffers():
+            self.buffers[name][i].copy_(b)
+
+    @torch.no_grad()
+    def keep_buffers(self, updated: dict[str, torch.Tensor], mask: torch.Tensor) -> None:
+        """Take the ``updated`` buffers of the children in ``mask``; the others keep theirs."""
+        for name, new in updated.items():
+            old = self.buffers[name]
+            old.copy_(torch.where(mask.view(-1, *[1] * (old.dim() - 1)), new, old))
 
     @torch.no_grad()
     def state_dict(self, i: int) -> dict[str, torch.Tensor]:
-        """Slot ``i`` as a state dict for the model ``build_model`` makes."""
-        return {n: (p[i].t() if t else p[i]).detach().clone()
-                for n, p, t in zip(self.names, self.params, self.transposed)}
+        """Slot ``i`` as a state dict for the model ``build_child`` makes (its key order)."""
+        entries = {n: (p[i].t() if t else p[i]) for n, p, t in zip(self.names, self.params, self.transposed)}
+        entries.update({n: b[i] for n, b in self.buffers.items()})
+        return {n: entries[n].detach().clone() for n in self.state_names if n in entries}
 
     def native(self, name: str) -> torch.Tensor:
         """A parameter in its ``nn.Module`` layout, ``(K, *shape)`` (a view, no copy)."""
@@ -88,27 +158,32 @@ class _Stack:
 
 
 class BatchedChildTrainer:
-    """Trains K children of one task together; every child has its own LR, seed and state."""
+    """Trains K children of one task together; every child has its own LR, seed and state.
+
+    ``fast_path`` (default on) trains lrservice's own MLP with hand-written ``bmm`` calls
+    instead of vmap (faster on CPU: docs/performance.md); any other model goes through vmap.
+    Raises :class:`NotBatchable` when the model cannot be vmapped (see the module docstring).
+    """
 
     def __init__(self, task: TaskConfig, num_children: int, data: ChildData | None = None,
-                 device: str | None = None):
-        if task.model not in BATCHED_MODELS:
-            raise ConfigError(f"task.model: {task.model!r} is not allowed for batched children; "
-                              f"choose one of: {', '.join(BATCHED_MODELS)}")
+                 device: str | None = None, fast_path: bool = True):
         if num_children < 1:
             raise ConfigError(f"num_children: {num_children!r} is not allowed; it must be an integer >= 1")
         self.task = task
+        self._loss = task_loss(task)
         self.k = num_children
         self.device = resolve_device(device or task.device)
         self.data = (data or load_task_data(task)).to(self.device)
-        self._template = build_model(task.model, self.data.input_shape, self.data.num_classes)
-        self._is_mlp = isinstance(self._template, MLP)
-        self.stack = _Stack(self._template, self.k, self.device, transpose=self._is_mlp)
+        self._template = build_child(task, self.data.input_shape, self.data.num_classes).to(self.device)
+        self._is_mlp = fast_path and type(self._template) is MLP
+        self.mode = MODE_FAST if self._is_mlp else MODE_VMAP
         self._train_x = self.data.train_x.flatten(1) if self._is_mlp else self.data.train_x
+        self._head = self._head_name(self._template)
         if not self._is_mlp:
-            self._template = self._template.to(self.device)
-            self._fmodel = torch.func.vmap(self._functional, in_dims=(0, 0))
-            self._fmodel_shared = torch.func.vmap(self._functional, in_dims=(0, None))
+            self._fmodel = torch.func.vmap(self._functional, in_dims=(0, 0, 0))
+            self._fmodel_shared = torch.func.vmap(self._functional, in_dims=(0, 0, None))
+            self._vmap_trial()
+        self.stack = _Stack(self._template, self.k, self.device, transpose=self._is_mlp)
         k, dev = self.k, self.device
         n = self.data.train_x.shape[0]
         self._exp_avg = torch.zeros_like(self.stack.flat)
@@ -128,6 +203,60 @@ class BatchedChildTrainer:
         self._steps = np.zeros(k, dtype=np.int64)
         self._seeded = np.zeros(k, dtype=bool)
 
+    @staticmethod
+    def _head_name(model: nn.Module) -> str:
+        """The output layer's weight, by the observer's rule (:func:`output_layer`)."""
+        head = output_layer(model)
+        return next(f"{name}.weight" if name else "weight" for name, m in model.named_modules() if m is head)
+
+    # -- the vmap trial --------------------------------------------------------------------
+    def _vmap_trial(self) -> None:
+        """Two children (the template's weights, and those scaled by 0.9) through one vmapped
+        training forward+backward and one eval forward, each checked against the model's own
+        forward on that child's weights: outputs, updated buffers and gradients must agree.
+        Raises :class:`NotBatchable` with the first failure."""
+        trial = _Stack(self._template, 2, self.device, transpose=False)
+        trial.load_child(0, self._template)
+        trial.load_child(1, self._template)
+        with torch.no_grad():
+            trial.flat[1].mul_(0.9)
+        n = self.data.train_x.shape[0]
+        b = max(1, min(self.task.batch_size, TRIAL_BATCH, n // 2 if n >= 2 else 1))
+        idx = torch.stack([torch.arange(b), torch.arange(b, 2 * b) % n]).to(self.device)
+        x, y = self._train_x[idx], self.data.train_y[idx]
+        try:
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message=_LAYOUT_WARNING)
+                self._template.train()
+                buffers = {n_: t.clone() for n_, t in trial.buffers.items()}
+                out = self._fmodel(trial.by_name(), buffers, x)
+                self._losses(out, y).sum().backward()
+                for i in range(2):
+                    params = {n_: p[i].detach().clone().requires_grad_(True) for n_, p in trial.by_name().items()}
+                    own_buffers = {n_: t[i].clone() for n_, t in trial.buffers.items()}
+                    ref = torch.func.functional_call(self._template, (params, own_buffers), (x[i],))
+                    self._losses(ref.unsqueeze(0), y[i:i + 1]).sum().backward()
+                    if not _agrees(out[i], ref):
+                        raise NotBatchable("vmapped training outputs differ from the model's own forward")
+                    if not all(_agrees(buffers[n_][i], own_buffers[n_]) for n_ in buffers):
+                        raise NotBatchable("vmapped buffer updates differ from the model's own forward")
+                    own_grads = [torch.zeros_like(q) if q.grad is None else q.grad for q in params.values()]
+                    if not _agrees(trial.grad[i], torch.cat([g.flatten() for g in own_grads])):
+                        raise NotBatchable("vmapped gradients differ from the model's own backward")
+                self._template.eval()
+                with torch.no_grad():
+                    out = self._fmodel_shared(trial.by_name(), trial.buffers, x[0])
+                    for i in range(2):
+                        params = {n_: p[i] for n_, p in trial.by_name().items()}
+                        own_buffers = {n_: t[i].clone() for n_, t in trial.buffers.items()}
+                        ref = torch.func.functional_call(self._template, (params, own_buffers), (x[0],))
+                        if not _agrees(out[i], ref):
+                            raise NotBatchable("vmapped eval outputs differ from the model's own forward")
+        except NotBatchable:
+            raise
+        except Exception as exc:  # whatever vmap cannot do: the pool trains separate children instead
+            raise NotBatchable(_one_line(exc)) from exc
+
     # -- lifecycle -------------------------------------------------------------------------
     def reset(self, lrs: Sequence[float] | float, seeds: Sequence[int] | None = None) -> None:
         """Fresh weights and optimizer state for every child (seeds default to task.seed + i)."""
@@ -142,7 +271,7 @@ class BatchedChildTrainer:
     def reset_child(self, i: int, lr: float, seed: int) -> None:
         """Child ``i`` starts over exactly as ``ChildTrainer.reset(lr, seed)`` would."""
         torch.manual_seed(seed)
-        model = build_model(self.task.model, self.data.input_shape, self.data.num_classes)
+        model = build_child(self.task, self.data.input_shape, self.data.num_classes)
         self.stack.load_child(i, model)
         for state in (self._exp_avg, self._exp_avg_sq, self._momentum_buf):
             state[i].zero_()
@@ -182,24 +311,30 @@ class BatchedChildTrainer:
         return self._steps.copy()
 
     def head_weights(self) -> torch.Tensor:
-        """The output layer's weights, ``(K, classes, width)`` as in ``nn.Linear``."""
-        return self.stack.native("head.weight").detach()
+        """The output layer's weights (:func:`output_layer`), ``(K, *shape)`` as in the module."""
+        return self.stack.native(self._head).detach()
 
     def child_state_dict(self, i: int) -> dict[str, torch.Tensor]:
         return self.stack.state_dict(i)
 
     def child_model(self, i: int) -> nn.Module:
         """Child ``i`` as an ordinary ``nn.Module`` (a copy) on this trainer's device."""
-        model = build_model(self.task.model, self.data.input_shape, self.data.num_classes).to(self.device)
+        model = build_child(self.task, self.data.input_shape, self.data.num_classes).to(self.device)
         model.load_state_dict(self.child_state_dict(i))
         return model
 
     # -- forward ---------------------------------------------------------------------------
-    def _functional(self, params: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
-        return torch.func.functional_call(self._template, params, (x,))
+    def _functional(self, params: dict[str, torch.Tensor], buffers: dict[str, torch.Tensor],
+                    x: torch.Tensor) -> torch.Tensor:
+        return torch.func.functional_call(self._template, (params, buffers), (x,))
 
-    def _forward(self, x: torch.Tensor, shared: bool = False) -> torch.Tensor:
-        """Logits ``(K, B, C)``; ``x`` is ``(K, B, ...)`` or, if ``shared``, ``(B, ...)`` for all."""
+    def _forward(self, x: torch.Tensor, shared: bool = False,
+                 buffers: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+        """Logits ``(K, B, C)``; ``x`` is ``(K, B, ...)`` or, if ``shared``, ``(B, ...)`` for all.
+
+        Training (not ``shared``) runs the model in training mode on ``buffers`` (copies the
+        caller keeps or drops per child); evaluation runs it in eval mode on the stacked buffers.
+        """
         if self._is_mlp:
             p = self.stack.params
             layers = list(zip(p[0::2], p[1::2]))
@@ -211,8 +346,19 @@ class BatchedChildTrainer:
                 if j < len(layers) - 1:
                     h = h.relu()
             return h
-        fn = self._fmodel_shared if shared else self._fmodel
-        return fn(self.stack.by_name(), x)
+        self._template.train(not shared)
+        if shared:
+            return self._fmodel_shared(self.stack.by_name(), self.stack.buffers, x)
+        return self._fmodel(self.stack.by_name(), self.stack.buffers if buffers is None else buffers, x)
+
+    def _losses(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Each child's mean loss ``(K,)`` from outputs ``(K, B, C)`` and targets ``(K, B, ...)``: the one
+        definition of the training and evaluation loss. Cross-entropy in one call; a plugin loss
+        (``task.loss``) child by child, as a separate child computes it."""
+        if self.task.loss != "cross_entropy":
+            return torch.stack([self._loss(logits[i], y[i]) for i in range(logits.shape[0])])
+        k, b = y.shape
+        return F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="none").view(k, b).mean(1)
 
     def _next_batch(self, chosen: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
         """Each chosen child's next batch from its own epoch order; others get a dummy batch."""
@@ -259,8 +405,10 @@ class BatchedChildTrainer:
             if on_cpu and not bool(running.any()):
                 break
             x, y = self._next_batch(chosen_idx)
-            logits = self._forward(x)
-            losses = F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="none").view(self.k, -1).mean(1)
+            buffers = {n: b.clone() for n, b in self.stack.buffers.items()}
+            logits = self._forward(x, buffers=buffers)
+            losses = self._losses(logits, y)
+            self.stack.keep_buffers(buffers, running)  # ChildTrainer's forward updates them even as it diverges
             finite = torch.isfinite(losses.detach())
             update = running & finite
             self._alive &= finite | ~chosen
@@ -326,10 +474,11 @@ class BatchedChildTrainer:
         return self.data.split(name, self.task.val_subset)
 
     def _loss_acc(self, out: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        k, n, c = out.shape
-        loss = F.cross_entropy(out.reshape(k * n, c), y.repeat(k), reduction="none").view(k, n).mean(1)
-        acc = (out.argmax(dim=2) == y).float().mean(1)
-        return loss, acc
+        """Per-child loss and accuracy (NaN unless the task is classification) on shared targets ``y``."""
+        loss = self._losses(out, y.expand(out.shape[0], *y.shape))
+        if not self.task.is_classification:
+            return loss, torch.full_like(loss, math.nan)
+        return loss, (out.argmax(dim=2) == y).float().mean(1)
 
     def evaluate(self, split: str = "val") -> list[Evaluation]:
         """Mean cross-entropy and accuracy per child on a split."""

@@ -34,12 +34,6 @@ def output_layer(model: torch.nn.Module) -> torch.nn.Module:
     return weighted[-1]
 
 
-def output_layer_name(model: torch.nn.Module) -> str:
-    """The dotted module name of :func:`output_layer` (for stacked parameters: ``<name>.weight``)."""
-    layer = output_layer(model)
-    return next(name for name, m in model.named_modules() if m is layer)
-
-
 def accuracy(logits: torch.Tensor, y: torch.Tensor) -> float:
     """Top-1 accuracy of class indices ``y`` under ``logits``."""
     return float((logits.argmax(dim=1) == y).float().mean())

@@ -1,10 +1,11 @@
 """The child-pool contract: K children of one task behind one interface, batched or not.
 
 :class:`~lrservice.child.batched.BatchedChildTrainer` trains K children as one stacked
-computation (MLP, LeNet-5); :class:`SeparateChildren` keeps K ordinary
-:class:`~lrservice.child.trainer.ChildTrainer` objects (any model, e.g. ResNet-18). Both offer
-the same methods, so the controller's episodes (:mod:`lrservice.control.episodes`) and its
-evaluation run unchanged on either; :func:`child_pool` picks the batched one when it can.
+computation (any model ``torch.func`` can vmap, BatchNorm included); :class:`SeparateChildren`
+keeps K ordinary :class:`~lrservice.child.trainer.ChildTrainer` objects (any model at all). Both
+offer the same methods, so the controller's episodes (:mod:`lrservice.control.episodes`) and its
+evaluation run unchanged on either; :func:`child_pool` picks the batched one when the model
+passes the vmap trial, and ``pool.mode`` says which it got (and why not batched) for progress lines.
 """
 
 from __future__ import annotations
@@ -13,9 +14,9 @@ from typing import Protocol, Sequence
 
 import numpy as np
 
-from lrservice.child.batched import BATCHED_MODELS, BatchedChildTrainer
+from lrservice.child.batched import BatchedChildTrainer, NotBatchable
 from lrservice.child.data import ChildData
-from lrservice.child.trainer import ChildTrainer, Evaluation, TrainResult
+from lrservice.child.trainer import ChildTrainer, Evaluation, TrainResult, load_task_data
 from lrservice.config import TaskConfig
 
 
@@ -24,6 +25,7 @@ class ChildPool(Protocol):
 
     task: TaskConfig
     k: int
+    mode: str  # "batched (vmap)", "batched (mlp fast path)", "separate" or "separate: <why not batched>"
 
     def reset_child(self, i: int, lr: float, seed: int) -> None: ...
     @property
@@ -39,11 +41,15 @@ class ChildPool(Protocol):
 
 
 class SeparateChildren:
-    """K :class:`ChildTrainer` objects behind the :class:`ChildPool` interface (one data copy)."""
+    """K :class:`ChildTrainer` objects behind the :class:`ChildPool` interface (one data copy).
+
+    ``reason`` is why the children are not batched, shown in ``mode``.
+    """
 
     def __init__(self, task: TaskConfig, num_children: int, data: ChildData | None = None,
-                 device: str | None = None):
+                 device: str | None = None, reason: str | None = None):
         self.task, self.k = task, num_children
+        self.mode = "separate" if reason is None else f"separate: {reason}"
         first = ChildTrainer(task, data=data, device=device)
         self.children = [first] + [ChildTrainer(task, data=first.data, device=str(first.device))
                                    for _ in range(num_children - 1)]
@@ -92,7 +98,14 @@ class SeparateChildren:
 
 def child_pool(task: TaskConfig, num_children: int, data: ChildData | None = None,
                device: str | None = None) -> ChildPool:
-    """K children of ``task``: batched when the model supports it, else separate trainers."""
-    if task.model in BATCHED_MODELS and task.loss == "cross_entropy":
+    """K children of ``task``: batched when the model passes the vmap trial, else separate trainers."""
+    data = data or load_task_data(task)
+    try:
         return BatchedChildTrainer(task, num_children, data=data, device=device)
-    return SeparateChildren(task, num_children, data=data, device=device)
+    except NotBatchable as exc:
+        return SeparateChildren(task, num_children, data=data, device=device, reason=exc.reason)
+
+
+def pool_mode(task: TaskConfig, data: ChildData | None = None, device: str | None = None) -> str:
+    """What :func:`child_pool` gives this task's children (``ChildPool.mode``), decided the same way."""
+    return child_pool(task, 1, data=data, device=device).mode

@@ -46,6 +46,27 @@ LOG_COLUMNS = (
 )
 
 
+def children_note(config: RunConfig) -> str:
+    """How each env runner trains its children, for the progress line: one child per env
+    (``LRControlEnv``) or a pool per task (``LRVectorEnv``) whose mode :func:`pool_mode` decides
+    here as the runners will (on CPU; a runner without the dataset decides for itself)."""
+    from lrservice.child.data import DatasetUnavailable
+    from lrservice.child.pool import pool_mode
+    from lrservice.child.trainer import load_task_data
+    from lrservice.control.actions import episode_tasks
+
+    if config.controller.num_envs_per_env_runner == 1:
+        return "separate (one child per env runner: controller.num_envs_per_env_runner is 1)"
+    modes = []
+    for task in episode_tasks(config.task, config.controller):
+        try:
+            mode = pool_mode(task, load_task_data(task), device="cpu")
+        except DatasetUnavailable:
+            mode = "decided on each env runner (the dataset is not on this machine)"
+        modes.append(f"{task.dataset}/{task.model} {mode}")
+    return "; ".join(dict.fromkeys(modes))
+
+
 def child_steps_per_env_step(config: RunConfig) -> int:
     """Child steps one env step costs: ``action_every``, twice with twins (the training's compute)."""
     c = config.controller
@@ -178,6 +199,7 @@ def train_controller(config: RunConfig, output_dir: str | os.PathLike, iteration
             f"{c.action_space} actions, {c.num_env_runners} env runner(s) x {c.num_envs_per_env_runner} env(s), "
             f"train batch {c.train_batch_size}; iterations {done + 1}..{total}"
             + (f"; selection on {len(c.selection_seeds)} seeds" if selection else "; no checkpoint selection"))
+        log(f"[lrservice] children: {children_note(config)}")
         began = time.perf_counter()
         wall_before = rows[-1]["wall_s"] if rows else 0.0
         path = start
