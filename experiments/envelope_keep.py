@@ -18,7 +18,7 @@ from pathlib import Path
 import pandas as pd
 
 from lrservice.child.trainer import load_task_data
-from lrservice.compare.stats import compare_paired
+from lrservice.stats import compare_paired
 from lrservice.config import load_config
 from lrservice.control.actions import lr_in_force
 from lrservice.control.controller import LearnedController

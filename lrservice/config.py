@@ -24,7 +24,8 @@ from typing import Any, Mapping
 import yaml
 
 from lrservice.child.names import DATASETS, MODELS
-from lrservice.schedules.baselines import BASELINES
+from lrservice.errors import ConfigError
+from lrservice.kinds import get_kind, kinds
 from lrservice.schedules.compose import policy_from_dict
 
 OPTIMIZERS = ("adam", "sgd", "momentum")
@@ -34,12 +35,8 @@ REWARDS = ("dense", "final", "log_improvement")
 REWARD_BASELINES = ("none", "twin")
 ENVELOPES = ("none", "cosine", "linear")  # lrservice.control.actions.envelope gives their shapes
 FEATURE_SETS = ("paper", "extended", "invariant")  # the keys of lrservice.child.features.FEATURE_SETS (a test checks)
-ARM_KINDS = BASELINES + ("policy", "controller", "pbt")
+ARM_KINDS = kinds()  # the built-in arm kinds (lrservice.kinds); a user's is "package.module:Class"
 DEFAULT_DATA_DIR = "~/.cache/lrservice/data"
-
-
-class ConfigError(ValueError):
-    """A config value is invalid; the message names the field and what is allowed."""
 
 
 def _choice(path: str, value: Any, allowed: tuple) -> None:
@@ -255,9 +252,10 @@ class ControllerConfig:
 class ArmConfig:
     """One arm of a comparison: a schedule family with fixed params and/or a grid to tune.
 
-    ``kind`` is a torch baseline (constant, step, cosine, cyclic), ``policy`` (a zoo or
-    composite policy given in ``params``), ``controller`` (``params.checkpoint``), or
-    ``pbt`` (Population Based Training on the LR).
+    ``kind`` names an :class:`lrservice.kinds.ArmKind` (docs/compare.md lists them): a
+    schedule (constant, step, cosine, cyclic, policy, warmup_cosine, wsd, onecycle, linear),
+    an optimizer (schedule_free, prodigy), ``controller`` or ``pbt``; or a user's kind as
+    ``"package.module:Class"``.
     """
 
     name: str
@@ -270,7 +268,7 @@ class ArmConfig:
     """Param name -> list of values; the tune phase tries every combination and the eval phase runs the winner."""
 
     def validate(self, path: str = "arm") -> None:
-        _choice(f"{path}.kind", self.kind, ARM_KINDS)
+        get_kind(self.kind, f"{path}.kind")  # a built-in name, or a user's "package.module:Class"
         if not self.name or not str(self.name).replace("-", "").replace("_", "").isalnum():
             raise ConfigError(f"{path}.name: {self.name!r} is not allowed; use letters, digits, '-' and '_'")
         for key, values in self.grid.items():

@@ -20,7 +20,8 @@ import pytest
 import yaml
 
 from lrservice.config import load_config
-from lrservice.preflight import check_compare, check_recommend
+from lrservice.compare.arms import check_compare
+from lrservice.preflight import check_recommend
 
 ROOT = Path(__file__).resolve().parents[1]
 BASE = {
@@ -79,7 +80,7 @@ CASES = [
     ("arms-empty", "compare", "c.yaml", _with("compare.arms", []), "compare.arms: give at least one arm"),
     ("arms-duplicate", "compare", "c.yaml", _with("compare.arms[1]", {"name": "constant", "kind": "cosine"}),
      "compare.arms: arm names must be unique"),
-    ("arm-kind", "compare", "c.yaml", _with("compare.arms[0].kind", "linear"), "compare.arms[0].kind: 'linear'"),
+    ("arm-kind", "compare", "c.yaml", _with("compare.arms[0].kind", "wobble"), "compare.arms[0].kind: 'wobble'"),
     ("arm-name", "compare", "c.yaml", _with("compare.arms[0].name", "bad name!"), "compare.arms[0].name: 'bad name!'"),
     ("arm-name-missing", "compare", "c.yaml", _with("compare.arms[0].name", DELETE),
      "compare.arms[0].name: required field is missing"),

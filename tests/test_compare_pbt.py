@@ -94,7 +94,7 @@ def test_deployed_schedule_replays_to_the_same_model(pbt_run, capsys):
     from lrservice.cli import main
     from lrservice.compare.arms import trial_spec
     from lrservice.compare.trainable import run_trial
-    from lrservice.preflight import check_compare
+    from lrservice.compare.arms import check_compare
 
     run_dir, steps, trials, _, _ = pbt_run
     assert main(["report", str(run_dir)]) == 0

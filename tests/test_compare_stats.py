@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from lrservice.compare.stats import (BETTER, SAME, TOO_FEW, WORSE, bootstrap_ci, compare_paired,
+from lrservice.stats import (BETTER, SAME, TOO_FEW, WORSE, bootstrap_ci, compare_paired,
                                      paired_differences, verdict)
 
 

@@ -31,7 +31,7 @@ def test_yaml_and_json_files_load(tmp_path):
     ({"task": {"optimizer": "rmsprop"}}, "task.optimizer", "adam, sgd, momentum"),
     ({"controller": {"action_space": "box"}}, "controller.action_space", "discrete, continuous, levels"),
     ({"controller": {"reward": "sparse"}}, "controller.reward", "dense, final"),
-    ({"compare": {"arms": [{"name": "a", "kind": "linear"}]}}, "compare.arms[0].kind", "constant, step, cosine, cyclic"),
+    ({"compare": {"arms": [{"name": "a", "kind": "wobble"}]}}, "compare.arms[0].kind", "constant, step, cosine, cyclic, policy, warmup_cosine"),
 ])
 def test_bad_choice_names_field_value_and_allowed(data, field, allowed):
     with pytest.raises(ConfigError) as info:

@@ -22,7 +22,7 @@ import yaml
 
 from lrservice.child import ChildTrainer, load_task_data
 from lrservice.cli import main
-from lrservice.compare.stats import compare_paired
+from lrservice.stats import compare_paired
 from lrservice.config import config_from_dict
 from lrservice.control.checkpoint import EXPORT_FORMAT, EXPORT_VERSION
 from lrservice.control.controller import ControllerScheduler, LearnedController

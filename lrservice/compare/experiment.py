@@ -29,7 +29,7 @@ from typing import Any, Callable, Mapping
 from ray import tune
 
 from lrservice import stage
-from lrservice.compare.arms import eval_specs, pick_winners, tune_specs
+from lrservice.compare.arms import check_compare, eval_specs, pick_winners, tune_specs
 from lrservice.compare.cost import add_costs, controller_cost
 from lrservice.compare.population import exploit_parts, read_reports, recorder, reports_path, run_population
 from lrservice.compare.report import build_report
@@ -42,7 +42,7 @@ from lrservice.config import ConfigError, RunConfig
 from lrservice.control.checkpoint import resolve_checkpoint
 from lrservice.control.training import train_controller
 from lrservice.files import write_parquet, write_text
-from lrservice.preflight import check_compare
+from lrservice.kinds import get_kind
 from lrservice.runtime import connect
 
 Log = Callable[[str], None]
@@ -69,7 +69,7 @@ def ensure_controllers(config: RunConfig, run_dir: Path, resume: bool, log: Log)
     """
     arms, trained = [], None
     for i, arm in enumerate(config.compare.arms):
-        if arm.kind != "controller":
+        if not get_kind(arm.kind).learned:
             arms.append(arm)
             continue
         path = str(arm.params.get("checkpoint", "auto"))
@@ -201,19 +201,22 @@ def _describe(specs: list[dict]) -> str:
 def _controller_costs(config: RunConfig, run_dir: Path) -> dict:
     """Training cost of each controller arm's controller: trained in this run, or pretrained."""
     costs = {}
-    for arm in (a for a in config.compare.arms if a.kind == "controller"):
+    for arm in (a for a in config.compare.arms if get_kind(a.kind).learned):
         path = Path(arm.params["checkpoint"])
         trained_here = (run_dir / "controller") in (path, *path.parents)
         costs[arm.name] = controller_cost(path, trained_here, config.controller.action_every)
     return costs
 
 
-def run_compare(config: RunConfig, resume: bool = False, overwrite: bool = False, log: Log = print) -> Path:
+def run_compare(config: RunConfig, resume: bool = False, overwrite: bool = False, log: Log = print,
+                checked: bool = False) -> Path:
     """The whole comparison: controller (if auto), tune phase, eval phase, PBT, Parquet, report.
 
-    Returns the run dir. Rerunning with ``resume=True`` continues where it stopped.
+    Returns the run dir. Rerunning with ``resume=True`` continues where it stopped. ``checked``:
+    the caller already ran :func:`check_compare` (the CLI does, before it imports Ray).
     """
-    check_compare(config)  # every check the config allows, before Ray starts
+    if not checked:
+        check_compare(config)  # every check the config allows, before Ray starts
     wall = time.perf_counter()
     run_dir, run_id = prepare_run_dir(config, resume, overwrite, log)
     connect(config.resources, log=log)
@@ -233,7 +236,7 @@ def run_compare(config: RunConfig, resume: bool = False, overwrite: bool = False
         winners = {arm: json.loads(json.dumps(p)) for arm, p in pick_winners(
             {**r, "params": json.loads(r["params"])} for r in rows).items()}
         for arm in config.compare.arms:
-            if arm.grid and arm.kind != "pbt":
+            if arm.grid and get_kind(arm.kind).tunable:
                 if arm.name not in winners:
                     raise RuntimeError(f"phase tune: no trial of arm {arm.name!r} finished; rerun with --resume")
                 log(f"[lrservice] tune winner for {arm.name}: {json.dumps(winners[arm.name], sort_keys=True)}")
@@ -245,7 +248,7 @@ def run_compare(config: RunConfig, resume: bool = False, overwrite: bool = False
         names.append("eval")
 
     pbt_names = []
-    for arm in (a for a in config.compare.arms if a.kind == "pbt"):
+    for arm in (a for a in config.compare.arms if get_kind(a.kind).population):
         for seed in config.compare.seeds:  # one independent population per held-out seed
             pbt_names.append(run_population(arm, seed, config, run_id, run_dir, resume, log))
     names += pbt_names

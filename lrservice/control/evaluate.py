@@ -22,7 +22,7 @@ import numpy as np
 
 from lrservice.child.data import ChildData
 from lrservice.child.pool import child_pool
-from lrservice.compare.stats import compare_paired
+from lrservice.stats import compare_paired
 from lrservice.config import ControllerConfig, TaskConfig
 from lrservice.control.controller import LearnedController
 from lrservice.control.episodes import EpisodeBatch
