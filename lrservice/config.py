@@ -409,6 +409,19 @@ class RecommendConfig:
         return base, lo, hi
 
 
+def _default_rivals() -> tuple[ArmConfig, ...]:
+    """The modern family every controller is measured against, each on a small grid."""
+    lrs = [1e-3, 3e-3, 1e-2, 3e-2]
+    return (
+        ArmConfig("warmup_cosine", "warmup_cosine", grid={"lr": lrs}),
+        ArmConfig("wsd", "wsd", grid={"lr": lrs}),
+        ArmConfig("onecycle", "onecycle", grid={"lr": lrs}),
+        ArmConfig("linear", "linear", grid={"lr": lrs}),
+        ArmConfig("schedule_free", "schedule_free", grid={"lr": lrs}),
+        ArmConfig("prodigy", "prodigy", grid={"d_coef": [0.5, 1.0, 2.0]}),
+    )
+
+
 @dataclass(frozen=True)
 class EvaluateConfig:
     """The controller evidence protocol (``lrservice evaluate-controller``, shared/DESIGN.md).
@@ -420,13 +433,27 @@ class EvaluateConfig:
     """
 
     tune_seeds: tuple[int, ...] = (100, 101)
+    """Child seeds the rivals are tuned on (never held out)."""
     seeds: tuple[int, ...] = (1000, 1001, 1002, 1003, 1004, 1005, 1006, 1007, 1008, 1009)
+    """Held-out child seeds of the paired comparison."""
     constant_grid: tuple[float, ...] = (1e-3, 3e-3, 1e-2, 3e-2)
+    """LRs tuned constant is picked from."""
     cosine_grid: tuple[float, ...] = (1e-3, 3e-3, 1e-2, 3e-2)
+    """LRs tuned cosine is picked from."""
+    rivals: tuple[ArmConfig, ...] = field(default_factory=_default_rivals)
+    """More tuned rivals, as compare arms of baseline kinds (name, kind, params, grid); the best of all,
+    picked on the tune seeds, is a third reference. Names must differ from ``constant``/``cosine``."""
     initial_lrs: tuple[float, ...] = ()
+    """The controller's starting LRs (empty: ``controller.initial_lrs``)."""
     output_dir: str = "results/evaluate"
+    """Where the evaluation's files go (``--output`` overrides)."""
 
     def validate(self, path: str = "evaluate") -> None:
+        names = ["constant", "cosine", *(r.name for r in self.rivals)]
+        if len(set(names)) != len(names):
+            raise ConfigError(f"{path}.rivals: rival names must be unique and not constant or cosine, got {names[2:]}")
+        for i, rival in enumerate(self.rivals):
+            rival.validate(f"{path}.rivals[{i}]")
         for name in ("tune_seeds", "seeds", "constant_grid", "cosine_grid"):
             if not getattr(self, name):
                 raise ConfigError(f"{path}.{name}: give at least one value")

@@ -31,7 +31,9 @@ from lrservice.control.evaluate import run_controller
 TASK = {"dataset": "digits", "model": "mlp", "batch_size": 32, "steps": 40, "val_subset": 64, "device": "cpu"}
 CONTROLLER = {"features": "extended", "factors": [0.5, 1.0, 2.0], "action_every": 10,
               "initial_lrs": [0.01, 0.001]}
-EVALUATE = {"tune_seeds": [5, 6], "seeds": [1, 2, 3], "constant_grid": [0.001, 0.01], "cosine_grid": [0.003, 0.03]}
+EVALUATE = {"tune_seeds": [5, 6], "seeds": [1, 2, 3], "constant_grid": [0.001, 0.01], "cosine_grid": [0.003, 0.03],
+            "rivals": [{"name": "wsd", "kind": "wsd", "grid": {"lr": [0.003, 0.03]}},
+                       {"name": "sf", "kind": "schedule_free", "params": {"warmup": 5}, "grid": {"lr": [0.003, 0.03]}}]}
 
 
 def _export(path, seed=0, controller=CONTROLLER):
@@ -143,19 +145,36 @@ def test_cli_writes_tuned_paired_evidence(tmp_path, capsys):
     assert "tuned constant:" in printed and "| mine |" in printed
     runs = pd.read_parquet(out / "runs.parquet")
     summary = pd.read_parquet(out / "summary.parquet")
-    # tuning: each baseline's LR is the grid point with the lowest mean validation loss on the tune seeds
-    from lrservice.control.evaluate import run_baselines
+    # tuning: each rival's LR is the grid point with the lowest mean validation loss on the tune seeds, each
+    # child trained alone here (ChildTrainer under the kind's own scheduler or optimizer), not in the pool
+    from lrservice.kinds import get_kind
 
-    task = config_from_dict({"task": TASK}).task
-    tune_runs = run_baselines(task, load_task_data(task), [(k, lr, s) for k, g in (("constant", EVALUATE["constant_grid"]),
-                                                          ("cosine", EVALUATE["cosine_grid"])) for lr in g for s in EVALUATE["tune_seeds"]])
-    for kind in ("constant", "cosine"):
-        means = {lr: np.mean([r.val_loss for r in tune_runs if r.arm == kind and r.initial_lr == lr])
-                 for lr in EVALUATE[f"{kind}_grid"]}
-        assert runs[runs.arm == kind].initial_lr.unique().tolist() == [min(means, key=means.get)]
+    config = config_from_dict({"task": TASK})
+    task, data = config.task, load_task_data(config.task)
+
+    def alone(kind, params, seed):
+        k = get_kind(kind)
+        params = k.resolve(params, config)
+        trainer = ChildTrainer(task, data=data)
+        trainer.reset(k.initial_lr(params), seed, optimizer_factory=k.optimizer_factory(task, params))
+        sched = k.scheduler(trainer.optimizer, params)
+        trainer.train_steps(task.steps, after_step=(lambda s, loss: sched.step()) if sched else None)
+        return trainer.evaluate("val").loss
+
+    grids = {"constant": ("constant", {}, EVALUATE["constant_grid"]), "cosine": ("cosine", {}, EVALUATE["cosine_grid"]),
+             **{r["name"]: (r["kind"], r.get("params", {}), r["grid"]["lr"]) for r in EVALUATE["rivals"]}}
+    best_mean = {}
+    for name, (kind, fixed, grid) in grids.items():
+        means = {lr: np.mean([alone(kind, {**fixed, "lr": lr}, s) for s in EVALUATE["tune_seeds"]]) for lr in grid}
+        pick = min(means, key=means.get)
+        best_mean[name] = means[pick]
+        assert runs[runs.arm == name].initial_lr.unique().tolist() == [pick], name
+        assert means[pick] == pytest.approx(min(means.values()), rel=1e-4)
+    best = min(best_mean, key=best_mean.get)
+    assert set(summary.best_rival) == {best}  # picked on the tune seeds
     # held-out seeds only, every arm on every seed
     assert sorted(runs.seed.unique()) == EVALUATE["seeds"]
-    assert len(runs) == 2 * 3 + 2 * 3  # two baselines + the controller from two initial LRs, three seeds each
+    assert len(runs) == 4 * 3 + 2 * 3  # four rivals + the controller from two initial LRs, three seeds each
     # paired differences recomputed from the per-run rows
     cosine = runs[runs.arm == "cosine"].set_index("seed").val_loss
     for lr in CONTROLLER["initial_lrs"]:
@@ -165,6 +184,8 @@ def test_cli_writes_tuned_paired_evidence(tmp_path, capsys):
         assert row.dval_vs_cosine == pytest.approx(float(np.mean(mine.values - cosine.loc[mine.index].values)))
         assert (row.dval_vs_cosine_low, row.dval_vs_cosine_high) == pytest.approx((expected.ci_low, expected.ci_high))
         assert row.verdict_vs_cosine == expected.verdict
+        rival = runs[runs.arm == best].set_index("seed").val_loss
+        assert row.dval_vs_best == pytest.approx(float(np.mean(mine.values - rival.loc[mine.index].values)))
     assert "1,234 training (pretrained, reused)" in (out / "summary.md").read_text()
     assert (out / "lr_trajectories.png").stat().st_size > 0
 

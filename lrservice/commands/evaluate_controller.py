@@ -5,10 +5,13 @@
     lrservice evaluate-controller --config configs/digits-mlp-controller.yaml --controller pretrained:digits-mlp \
         --seeds 1000-1099
 
-Tunes constant and cosine on the config's evaluate grids and tune seeds, then runs them and
-each controller (deterministic policy, from every initial LR) on held-out seeds, and writes
-paired per-seed differences with 95% bootstrap CIs (see docs/controller.md). The child task
-is the config's ``task`` section, so a controller trained elsewhere is evaluated zero-shot.
+Tunes constant, cosine and the modern rivals (``evaluate.rivals``: warmup + cosine, WSD,
+OneCycle, linear decay, Schedule-Free AdamW, Prodigy) on the config's grids and tune seeds,
+then runs them and each controller (deterministic policy, from every initial LR) on held-out
+seeds, and writes paired per-seed differences with 95% bootstrap CIs against tuned cosine,
+tuned constant and the best tuned rival (picked on the tune seeds; see docs/controller.md).
+The child task is the config's ``task`` section, so a controller trained elsewhere is
+evaluated zero-shot.
 """
 
 from __future__ import annotations
@@ -22,7 +25,8 @@ from lrservice.config import ConfigError
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
-        "evaluate-controller", help="compare learned controllers with tuned constant and cosine on held-out seeds",
+        "evaluate-controller", help="compare learned controllers with tuned rivals (constant, cosine, WSD, "
+                                    "schedule-free, ...) on held-out seeds",
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--config", required=True, help="YAML/JSON run config: its task and evaluate sections")
@@ -65,16 +69,21 @@ def parse_seeds(spec: str) -> list[int]:
 
 
 def run(args: argparse.Namespace) -> int:
-    config = load_run_config(args, **({"evaluate": {"seeds": parse_seeds(args.seeds)}} if args.seeds else {}))  # refused before torch loads
+    config = load_run_config(args, **({"evaluate": {"seeds": parse_seeds(args.seeds)}} if args.seeds else {}))
+    from lrservice.control.rivals import check_rivals, rivals
+
+    check_rivals(config)  # bad input is refused before torch loads
     import torch  # torch and the controller stack: on use, so `lrservice --help` stays fast (docs/architecture.md)
 
     from lrservice.child.trainer import load_task_data
     from lrservice.control.checkpoint import resolve_checkpoint
     from lrservice.control.controller import LearnedController
-    from lrservice.control.evaluate import BASELINE_KINDS, evaluate_controllers
+    from lrservice.control.evaluate import REFERENCES, evaluate_controllers
     from lrservice.control.evidence import write_evaluation
 
-    paths = {name: resolve_checkpoint(path) for name, path in _named(args.controller, BASELINE_KINDS).items()}  # before any work
+    field = rivals(config)
+    taken = (*REFERENCES, *(r.name for r in field))
+    paths = {name: resolve_checkpoint(path) for name, path in _named(args.controller, taken).items()}  # before any work
     torch.set_num_threads(1)
     ev, task = config.evaluate, config.task
     controllers = {name: LearnedController.from_checkpoint(p) for name, p in paths.items()}
@@ -83,18 +92,17 @@ def run(args: argparse.Namespace) -> int:
     data = load_task_data(task)
     progress(f"[lrservice] evaluate: {task.dataset}/{task.model}, {task.steps} steps; tune seeds {list(ev.tune_seeds)}, "
              f"held-out seeds {list(ev.seeds)}")
-    grids = {kind: getattr(ev, f"{kind}_grid") for kind in BASELINE_KINDS}
-    runs, rows, tuned = evaluate_controllers(task, data, controllers, grids, ev.tune_seeds, ev.seeds,
-                                             initial_lrs, log=progress)
-    tuning = {kind: len(grid) * len(ev.tune_seeds) * task.steps for kind, grid in grids.items()}
-    costs = {kind: f"{steps:,} tuning + {task.steps}/seed" for kind, steps in tuning.items()}
+    runs, rows, tuned, best = evaluate_controllers(task, data, controllers, field, ev.tune_seeds, ev.seeds,
+                                                   initial_lrs, log=progress)
+    tuning = {r.name: len(r.points) * len(ev.tune_seeds) * task.steps for r in field}
+    costs = {name: f"{steps:,} tuning + {task.steps}/seed" for name, steps in tuning.items()}
     for name, ctrl in controllers.items():
         spent = float(ctrl.payload.get("training", {}).get("child_steps", 0) or 0)
         costs[name] = f"{spent:,.0f} training (pretrained, reused) + {task.steps}/seed"
-    out = write_evaluation(args.output or ev.output_dir, runs, rows, tuned, costs,
+    out = write_evaluation(args.output or ev.output_dir, runs, rows, tuned, best, costs,
                            f"{task.dataset}/{task.model}, {task.steps} steps, {len(ev.seeds)} held-out seeds",
                            {"task": config.to_dict()["task"], "evaluate": config.to_dict()["evaluate"],
-                            "controllers": {k: str(v) for k, v in paths.items()}, "tuned": tuned,
+                            "controllers": {k: str(v) for k, v in paths.items()}, "tuned": tuned, "best_rival": best,
                             "tuning_child_steps": sum(tuning.values()), "wall_s": time.perf_counter() - started})
     print((out / "summary.md").read_text(), flush=True)
     progress(f"[lrservice] evaluation written to {out} ({time.perf_counter() - started:.0f} s)")

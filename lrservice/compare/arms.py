@@ -9,22 +9,19 @@ kind allows and how it runs is its :class:`lrservice.kinds.ArmKind`'s business.
 from __future__ import annotations
 
 import dataclasses
-import itertools
 import json
 import math
 from typing import Any, Iterable, Mapping
 
 from lrservice.config import ArmConfig, ConfigError, RunConfig
+from lrservice import kinds
 from lrservice.kinds import get_kind
 from lrservice.preflight import check_controller_checkpoint
 
 
 def grid_points(arm: ArmConfig) -> list[dict]:
     """Every combination of the arm's grid merged over its fixed params, in grid order."""
-    if not arm.grid:
-        return [dict(arm.params)]
-    keys = list(arm.grid)
-    return [{**arm.params, **dict(zip(keys, combo))} for combo in itertools.product(*(arm.grid[k] for k in keys))]
+    return kinds.grid_points(arm.params, arm.grid)
 
 
 def resolve_params(arm: ArmConfig, params: Mapping[str, Any], config: RunConfig) -> dict:

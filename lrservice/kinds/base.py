@@ -16,6 +16,7 @@ is refused before torch loads. Methods that need torch import it.
 from __future__ import annotations
 
 import importlib
+import itertools
 import math
 from dataclasses import dataclass
 from typing import Any, Callable, ClassVar, Mapping
@@ -62,6 +63,14 @@ _CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "str": (lambda v: isinstance(v, str) and bool(v), "give a non-empty string"),
     "int4": (lambda v: _is_whole(v) and v >= 4, "it must be an integer >= 4 (PBT with fewer exploits nobody)"),
 }
+
+
+def grid_points(params: Mapping[str, Any], grid: Mapping[str, list]) -> list[dict]:
+    """Every combination of ``grid`` merged over the fixed ``params``, in grid order (no grid: ``params``)."""
+    if not grid:
+        return [dict(params)]
+    keys = list(grid)
+    return [{**params, **dict(zip(keys, combo))} for combo in itertools.product(*(grid[k] for k in keys))]
 
 
 def warmup_steps(warmup: float, total_steps: int) -> int:
