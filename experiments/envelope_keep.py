@@ -18,11 +18,11 @@ from pathlib import Path
 import pandas as pd
 
 from lrservice.child.trainer import load_task_data
-from lrservice.stats import compare_paired
 from lrservice.config import load_config
 from lrservice.control.actions import lr_in_force
 from lrservice.control.controller import LearnedController
 from lrservice.control.evaluate import run_schedules
+from lrservice.stats import compare_paired
 
 
 def keep_schedule(controller: LearnedController, lr: float, steps: int):

@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from lrservice.config import load_config
 from lrservice.compare.arms import check_compare
+from lrservice.config import load_config
 from lrservice.preflight import check_recommend
 
 ROOT = Path(__file__).resolve().parents[1]

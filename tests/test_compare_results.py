@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import json
+import math
 import re
 import shutil
 import subprocess
 from pathlib import Path
-import math
 
 import numpy as np
 import pandas as pd

@@ -22,11 +22,11 @@ import yaml
 
 from lrservice.child import ChildTrainer, load_task_data
 from lrservice.cli import main
-from lrservice.stats import compare_paired
 from lrservice.config import config_from_dict
 from lrservice.control.checkpoint import EXPORT_FORMAT, EXPORT_VERSION
 from lrservice.control.controller import ControllerScheduler, LearnedController
 from lrservice.control.evaluate import run_controller
+from lrservice.stats import compare_paired
 
 TASK = {"dataset": "digits", "model": "mlp", "batch_size": 32, "steps": 40, "val_subset": 64, "device": "cpu"}
 CONTROLLER = {"features": "extended", "factors": [0.5, 1.0, 2.0], "action_every": 10,

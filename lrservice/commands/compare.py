@@ -29,7 +29,9 @@ def run(args: argparse.Namespace) -> int:
 
     config = load_run_config(args, **({"compare": {"report": False}} if args.no_report else {}))
     check_compare(config)  # everything the config file can tell, before Ray starts (or is imported)
-    from lrservice.compare.experiment import run_compare  # Ray and torch: on use, so `lrservice --help` stays fast (docs/architecture.md)
+    from lrservice.compare.experiment import (
+        run_compare,  # Ray and torch: on use, so `lrservice --help` stays fast (docs/architecture.md)
+    )
 
     run_compare(config, resume=args.resume, overwrite=args.overwrite, log=progress, checked=True)
     return 0

@@ -36,7 +36,9 @@ def run(args: argparse.Namespace) -> int:
                                    ("num_samples", args.num_samples)) if v is not None}
     config = load_run_config(args, recommend=overrides)
     check_recommend(config)  # everything the config file can tell, before Ray starts (or is imported)
-    from lrservice.recommend.search import run_recommend  # Ray and torch: on use, so `lrservice --help` stays fast (docs/architecture.md)
+    from lrservice.recommend.search import (
+        run_recommend,  # Ray and torch: on use, so `lrservice --help` stays fast (docs/architecture.md)
+    )
 
     run_recommend(config, resume=args.resume, overwrite=args.overwrite, log=progress)
     return 0

@@ -13,8 +13,8 @@ import json
 import math
 from typing import Any, Iterable, Mapping
 
-from lrservice.config import ArmConfig, ConfigError, RunConfig
 from lrservice import kinds
+from lrservice.config import ArmConfig, ConfigError, RunConfig
 from lrservice.kinds import get_kind
 from lrservice.preflight import check_controller_checkpoint
 

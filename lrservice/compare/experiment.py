@@ -33,9 +33,21 @@ from lrservice.compare.arms import check_compare, eval_specs, pick_winners, tune
 from lrservice.compare.cost import add_costs, controller_cost
 from lrservice.compare.population import exploit_parts, read_reports, recorder, reports_path, run_population
 from lrservice.compare.report import build_report
-from lrservice.compare.results import (EXPLOITS_FILE, EXPLOITS_SCHEMA, STEPS_FILE, STEPS_SCHEMA, TRIALS_FILE,
-                                       TRIALS_SCHEMA, arm_summary, baseline_arms, combine, format_summary, read_table,
-                                       rows_from_reports, to_table)
+from lrservice.compare.results import (
+    EXPLOITS_FILE,
+    EXPLOITS_SCHEMA,
+    STEPS_FILE,
+    STEPS_SCHEMA,
+    TRIALS_FILE,
+    TRIALS_SCHEMA,
+    arm_summary,
+    baseline_arms,
+    combine,
+    format_summary,
+    read_table,
+    rows_from_reports,
+    to_table,
+)
 from lrservice.compare.tensorboard import DIRNAME, write_tensorboard
 from lrservice.compare.trainable import spec_from_config, trial_trainable
 from lrservice.config import ConfigError, RunConfig

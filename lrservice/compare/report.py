@@ -16,9 +16,19 @@ from typing import Callable
 import pandas as pd
 from matplotlib.figure import Figure  # Agg canvas: no display needed
 
-from lrservice.compare.results import (STEPS_FILE, STEPS_SCHEMA, TRIALS_FILE, TRIALS_SCHEMA, SUMMARY_HEAD,
-                                       arm_summary, baseline_arms, format_summary, read_table, summary_cells)
 from lrservice.compare.pbt import replay_arms, replay_yaml
+from lrservice.compare.results import (
+    STEPS_FILE,
+    STEPS_SCHEMA,
+    SUMMARY_HEAD,
+    TRIALS_FILE,
+    TRIALS_SCHEMA,
+    arm_summary,
+    baseline_arms,
+    format_summary,
+    read_table,
+    summary_cells,
+)
 from lrservice.files import write_text
 
 PLOTS = ("val_loss.png", "lr.png")

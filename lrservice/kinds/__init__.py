@@ -7,8 +7,18 @@ controller, pbt (:mod:`.adaptive`). docs/compare.md lists their params and formu
 
 import importlib
 
-from lrservice.kinds.base import (REQUIRED, TASK, ArmKind, Param, baselines, get_kind, grid_points, kinds, register,
-                                  warmup_steps)
+from lrservice.kinds.base import (
+    REQUIRED,
+    TASK,
+    ArmKind,
+    Param,
+    baselines,
+    get_kind,
+    grid_points,
+    kinds,
+    register,
+    warmup_steps,
+)
 
 for _module in ("schedules", "optimizers", "adaptive"):  # importing a module registers its kinds, in this order
     importlib.import_module(f"lrservice.kinds.{_module}")

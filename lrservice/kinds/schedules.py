@@ -14,9 +14,9 @@ from __future__ import annotations
 import math
 from typing import Any, Mapping
 
+from lrservice.errors import ConfigError
 from lrservice.kinds.base import REQUIRED, TASK, ArmKind, Param, register, warmup_steps
 from lrservice.schedules import CYCLIC_MODES, PolicyError, make_baseline, policy_from_dict
-from lrservice.errors import ConfigError
 
 
 def _at_peak(optimizer, lr: float) -> None:
