@@ -41,7 +41,8 @@ def main(config_path: str, controller_path: str, evaluation: str, arm: str) -> N
     keep = run_schedules(task, load_task_data(task), [
         ("keep", float(lr), int(seed), keep_schedule(controller, float(lr), task.steps))
         for lr, seed in zip(mine.initial_lr, mine.seed)])
-    print(f"{arm} ({controller.config.envelope} envelope) vs keep, {task.dataset}/{task.model}, {mine.seed.nunique()} seeds")
+    print(f"{arm} ({controller.config.envelope} envelope) vs keep, {task.dataset}/{task.model}, "
+          f"{mine.seed.nunique()} seeds")
     for lr, group in mine.groupby("initial_lr"):
         ref = [r for r in keep if r.initial_lr == lr]
         d = compare_paired(dict(zip(group.seed, group.val_loss)), {r.seed: r.val_loss for r in ref})

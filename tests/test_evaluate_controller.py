@@ -53,7 +53,8 @@ def _export(path, seed=0, controller=CONTROLLER):
 
 @pytest.mark.parametrize("envelope", ["none", "cosine"])
 def test_controller_runs_equal_a_plain_child_trainer_loop(tmp_path, envelope):
-    ctrl = LearnedController.from_checkpoint(_export(tmp_path / "c.pt", controller={**CONTROLLER, "envelope": envelope}))
+    ctrl = LearnedController.from_checkpoint(_export(tmp_path / "c.pt", controller={**CONTROLLER,
+                                                                                    "envelope": envelope}))
     task = config_from_dict({"task": TASK}).task
     data = load_task_data(task)
     runs = run_controller(ctrl, task, data, [(0.01, 1), (0.001, 2)])
@@ -78,7 +79,8 @@ def test_controller_runs_equal_a_plain_child_trainer_loop(tmp_path, envelope):
 def test_scheduler_under_an_envelope_keeps_its_level_across_a_state_dict_round_trip(tmp_path):
     """A cosine-envelope controller as a torch LRScheduler: LR = level * envelope, and the level
     (not recoverable from the LR in force) is in the state dict, so a resumed run continues exactly."""
-    ctrl = LearnedController.from_checkpoint(_export(tmp_path / "c.pt", controller={**CONTROLLER, "envelope": "cosine"}))
+    ctrl = LearnedController.from_checkpoint(_export(tmp_path / "c.pt", controller={**CONTROLLER,
+                                                                                    "envelope": "cosine"}))
     task = config_from_dict({"task": TASK}).task
     data = load_task_data(task)
     trainer = ChildTrainer(task, data=data)

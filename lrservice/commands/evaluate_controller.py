@@ -90,7 +90,8 @@ def run(args: argparse.Namespace) -> int:
     initial_lrs = ev.initial_lrs or config.controller.initial_lrs
     started = time.perf_counter()
     data = load_task_data(task)
-    progress(f"[lrservice] evaluate: {task.dataset}/{task.model}, {task.steps} steps; tune seeds {list(ev.tune_seeds)}, "
+    progress(f"[lrservice] evaluate: {task.dataset}/{task.model}, {task.steps} steps; "
+             f"tune seeds {list(ev.tune_seeds)}, "
              f"held-out seeds {list(ev.seeds)}")
     runs, rows, tuned, best = evaluate_controllers(task, data, controllers, field, ev.tune_seeds, ev.seeds,
                                                    initial_lrs, log=progress)

@@ -63,7 +63,8 @@ def check_compare(config: RunConfig) -> None:
             check_controller_checkpoint(checkpoint, f"compare.arms[{i}].params.checkpoint")
 
 
-def trial_spec(config: RunConfig, run_id: str, phase: str, arm: ArmConfig, params: Mapping[str, Any], seed: int) -> dict:
+def trial_spec(config: RunConfig, run_id: str, phase: str, arm: ArmConfig, params: Mapping[str, Any],
+               seed: int) -> dict:
     """The config one Tune trial receives."""
     return {
         "run_id": run_id,

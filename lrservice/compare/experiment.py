@@ -164,7 +164,8 @@ def _collect(name: str, grid, recorded: Mapping[str, list[dict]], log: Log) -> t
         else:
             trials.append(summary)
     if unfinished:
-        log(f"[lrservice] {name}: {len(unfinished)} trial(s) did not finish and have no summary row: {', '.join(unfinished)}")
+        log(f"[lrservice] {name}: {len(unfinished)} trial(s) did not finish and have no summary row: "
+            f"{', '.join(unfinished)}")
     return steps, trials
 
 
@@ -176,7 +177,8 @@ def run_experiment(name: str, run_dir: Path, param_space: dict, trainable, confi
                    resume: bool, log: Log, scheduler=None, num_samples: int = 1) -> list[dict]:
     """Run (or skip, when its parts exist) one Tune experiment; returns its summary rows."""
     reports = reports_path(run_dir, name)
-    experiment = dataclasses.replace(experiment_stage(name, run_dir, param_space, trainable, config, scheduler, num_samples),
+    experiment = dataclasses.replace(experiment_stage(name, run_dir, param_space, trainable, config, scheduler,
+                                                      num_samples),
                                      callbacks=(recorder(reports, with_config=True),))
     if experiment.complete:
         log(f"[lrservice] {name}: already complete ({experiment.part('trials').name}); skipping")
@@ -188,7 +190,8 @@ def run_experiment(name: str, run_dir: Path, param_space: dict, trainable, confi
     grid = stage.fit(experiment, resume, log)
     steps, trials = _collect(name, grid, read_reports(reports), log)
     for error in grid.errors:
-        log(f"[lrservice] {name}: a trial failed after {config.compare.max_failures} retries: {str(error).splitlines()[0][:200]}")
+        log(f"[lrservice] {name}: a trial failed after {config.compare.max_failures} retries: "
+            f"{str(error).splitlines()[0][:200]}")
     stage.write_parts(experiment, [to_table(steps, STEPS_SCHEMA), to_table(trials, TRIALS_SCHEMA)])
     log(f"[lrservice] {name}: {len(trials)} trials finished in {time.perf_counter() - started:.0f} s")
     return trials
@@ -234,7 +237,8 @@ def run_compare(config: RunConfig, resume: bool = False, overwrite: bool = False
     connect(config.resources, log=log)
     trainable, placement = trial_trainable(config.resources)
     log(f"[lrservice] placement: {placement.note}; each trial asks for {placement.trial}")
-    log(f"[lrservice] TensorBoard (one line per arm and seed, written at the end): tensorboard --logdir {run_dir / DIRNAME}; "
+    log(f"[lrservice] TensorBoard (one line per arm and seed, written at the end): "
+        f"tensorboard --logdir {run_dir / DIRNAME}; "
         f"Tune's per-trial curves as they run: tensorboard --logdir {run_dir}")
     config = ensure_controllers(config, run_dir, resume, log)
     names = []
@@ -242,7 +246,8 @@ def run_compare(config: RunConfig, resume: bool = False, overwrite: bool = False
     specs = tune_specs(config, run_id)
     winners: dict[str, dict] = {}
     if specs:
-        log(f"[lrservice] phase tune: {len(specs)} trials ({_describe(specs)}) on tune seeds {list(config.compare.tune_seeds)}")
+        log(f"[lrservice] phase tune: {len(specs)} trials ({_describe(specs)}) "
+            f"on tune seeds {list(config.compare.tune_seeds)}")
         rows = run_experiment("tune", run_dir, {"spec": tune.grid_search(specs)}, trainable, config, resume, log)
         names.append("tune")
         winners = {arm: json.loads(json.dumps(p)) for arm, p in pick_winners(

@@ -102,7 +102,8 @@ def build_report(run_dir: str | Path, log: Callable[[str], None] = print, echo: 
     members = trials[trials["phase"] == "pbt"]
     about = (f"Task: {task.get('dataset', '?')} / {task.get('model', '?')}, {task.get('steps', '?')} steps, "
              f"batch {task.get('batch_size', '?')}, optimizer {task.get('optimizer', '?')}. "
-             f"Eval results: {int((trials['phase'] == 'eval').sum())}; tune trials: {int((trials['phase'] == 'tune').sum())}; "
+             f"Eval results: {int((trials['phase'] == 'eval').sum())}; "
+             f"tune trials: {int((trials['phase'] == 'tune').sum())}; "
              f"PBT members: {len(members)}. Target accuracy (validation): {target.iloc[0] if len(target) else '?'}.")
     how = ("Arms ranked by mean final validation loss over held-out seeds (mean ± std; steps to target over the "
            "seeds that reached it). Δ test loss: per-seed difference to the best tuned baseline on the same seeds, "

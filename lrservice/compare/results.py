@@ -274,7 +274,8 @@ def _by_seed(df: pd.DataFrame, arm: str) -> dict[int, float]:
     return {int(s): float(v) for s, v in zip(g["seed"], g["test_loss"].astype("float64"))}
 
 
-SUMMARY_HEAD = ["rank", "arm", "seeds", "final val loss", "test loss", "test acc", "Δ test loss vs best baseline [95% CI]",
+SUMMARY_HEAD = ["rank", "arm", "seeds", "final val loss", "test loss", "test acc",
+                "Δ test loss vs best baseline [95% CI]",
                 "verdict", "steps to target", "reached", "diverged", "cost: child steps", "cost: trial s"]
 
 

@@ -68,7 +68,8 @@ class LRDriver:
 
     def act(self) -> None:
         """At a controller action step (0, N, 2N, ... before the last): observe the child and set its next LR."""
-        if self.action_every and self.trainer.step % self.action_every == 0 and self.trainer.step < self.trainer.task.steps:
+        step = self.trainer.step
+        if self.action_every and step % self.action_every == 0 and step < self.trainer.task.steps:
             features, _ = self.trainer.observe()
             progress = self.trainer.step / self.trainer.task.steps
             self.trainer.lr = float(self.controller.next_lr(features, self.trainer.lr, progress))
@@ -246,7 +247,8 @@ def tune_trial(config: dict) -> None:
     checkpoint = tune.get_checkpoint()
 
     def report(metrics: dict, directory: Path | None) -> None:
-        clean = {k: (math.nan if v is None else v) for k, v in metrics.items() if not (v is None and k.startswith("parent_"))}
+        clean = {k: (math.nan if v is None else v) for k, v in metrics.items()
+                 if not (v is None and k.startswith("parent_"))}
         if directory is None:
             tune.report(clean)
         else:

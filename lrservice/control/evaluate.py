@@ -162,7 +162,8 @@ def run_controller(controller: LearnedController, task: TaskConfig, data: ChildD
 
 
 def _label(point: dict, varying: Sequence[str]) -> str:
-    return ",".join(f"{k}={point[k]:g}" if isinstance(point[k], float) else f"{k}={point[k]}" for k in varying) or "fixed"
+    shown = (f"{k}={point[k]:g}" if isinstance(point[k], float) else f"{k}={point[k]}" for k in varying)
+    return ",".join(shown) or "fixed"
 
 
 def tune_rivals(task: TaskConfig, data: ChildData, rivals: Sequence[Rival], tune_seeds: Sequence[int],
@@ -179,8 +180,8 @@ def tune_rivals(task: TaskConfig, data: ChildData, rivals: Sequence[Rival], tune
         j = int(np.argmin(means))
         tuned[r.name], score[r.name] = r.points[j], means[j]
         varying = [k for k in r.points[0] if len({json.dumps(p.get(k)) for p in r.points}) > 1]
-        log(f"[lrservice] tuned {r.name}: " + "  ".join(f"{_label(p, varying)}->{m:.4f}" for p, m in zip(r.points, means))
-            + f"  => {_label(r.points[j], varying)}")
+        scores = "  ".join(f"{_label(p, varying)}->{m:.4f}" for p, m in zip(r.points, means))
+        log(f"[lrservice] tuned {r.name}: {scores}  => {_label(r.points[j], varying)}")
     best = min(score, key=score.get)
     log(f"[lrservice] best tuned rival (on the tune seeds): {best} ({score[best]:.4f})")
     return tuned, best

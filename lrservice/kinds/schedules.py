@@ -217,7 +217,8 @@ class LinearDecay(ArmKind):
     summary = ("optional linear warmup, then a straight line from lr to 0 at total_steps "
                "(torch LinearLR, in SequentialLR after a LinearLR warmup)")
     baseline = True
-    params = {"lr": Param(REQUIRED, "lr", "the peak LR"), **_WARMUP, "warmup": Param(0, "warmup", _WARMUP["warmup"].doc),
+    params = {"lr": Param(REQUIRED, "lr", "the peak LR"), **_WARMUP,
+              "warmup": Param(0, "warmup", _WARMUP["warmup"].doc),
               "total_steps": Param(TASK, "steps", "where the LR reaches 0 (task.steps)")}
 
     initial_lr = WarmupCosine.initial_lr
