@@ -38,11 +38,12 @@ def markdown(rows: Sequence[Mapping], costs: Mapping[str, str], title: str, best
              "| child steps spent |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
+        def vs(ref: str, name: str) -> str:  # an arm against itself is the reference, not "no difference"
+            return "(reference) | " if r["arm"] == name else f"{_ci(r, f'dval_vs_{ref}')} | {r[f'verdict_vs_{ref}']}"
         lines.append(
             f"| {r['arm']} | {r['initial_lr']:g} | {r['val_loss_mean']:.4f} ± {r['val_loss_std']:.4f} "
-            f"| {r['test_accuracy_mean']:.4f} ± {r['test_accuracy_std']:.4f} | {_ci(r, 'dval_vs_cosine')} "
-            f"| {r['verdict_vs_cosine']} | {_ci(r, 'dval_vs_constant')} | {r['verdict_vs_constant']} "
-            f"| {_ci(r, 'dval_vs_best')} | {r['verdict_vs_best']} "
+            f"| {r['test_accuracy_mean']:.4f} ± {r['test_accuracy_std']:.4f} | {vs('cosine', 'cosine')} "
+            f"| {vs('constant', 'constant')} | {vs('best', best)} "
             f"| {_ci(r, 'dacc_vs_cosine')} | {costs.get(r['arm'], '')} |")
     return "\n".join(lines) + "\n"
 
