@@ -96,8 +96,10 @@ def main() -> int:
     extra = lambda runs: fmt(spread([t - b for t, b in zip(runs, bare)]), 2)
     rows = [
         ["bare loop (in process)", fmt(spread(bare), 2), "1.00", "0"],
-        ["Tune, 1 trial at a time", fmt(spread(seq), 2), fmt(spread([s / b for s, b in zip(seq, bare)]), 2), extra(seq)],
-        ["Tune, 2 trials at a time", fmt(spread(par), 2), fmt(spread([p / b for p, b in zip(par, bare)]), 2), extra(par)],
+        ["Tune, 1 trial at a time", fmt(spread(seq), 2), fmt(spread([s / b for s, b in zip(seq, bare)]), 2),
+         extra(seq)],
+        ["Tune, 2 trials at a time", fmt(spread(par), 2), fmt(spread([p / b for p, b in zip(par, bare)]), 2),
+         extra(par)],
     ]
     print(table(["how", "wall s per trial", "ratio to bare", "overhead s per trial"], rows))
     print("[lrservice] figures: median [min-max] over repeats; Tune wall includes Tuner start, trial actors, "

@@ -18,11 +18,11 @@ from pathlib import Path
 import pandas as pd
 
 from lrservice.child.trainer import load_task_data
-from lrservice.compare.stats import compare_paired
 from lrservice.config import load_config
 from lrservice.control.actions import lr_in_force
 from lrservice.control.controller import LearnedController
 from lrservice.control.evaluate import run_schedules
+from lrservice.stats import compare_paired
 
 
 def keep_schedule(controller: LearnedController, lr: float, steps: int):
@@ -41,7 +41,8 @@ def main(config_path: str, controller_path: str, evaluation: str, arm: str) -> N
     keep = run_schedules(task, load_task_data(task), [
         ("keep", float(lr), int(seed), keep_schedule(controller, float(lr), task.steps))
         for lr, seed in zip(mine.initial_lr, mine.seed)])
-    print(f"{arm} ({controller.config.envelope} envelope) vs keep, {task.dataset}/{task.model}, {mine.seed.nunique()} seeds")
+    print(f"{arm} ({controller.config.envelope} envelope) vs keep, {task.dataset}/{task.model}, "
+          f"{mine.seed.nunique()} seeds")
     for lr, group in mine.groupby("initial_lr"):
         ref = [r for r in keep if r.initial_lr == lr]
         d = compare_paired(dict(zip(group.seed, group.val_loss)), {r.seed: r.val_loss for r in ref})

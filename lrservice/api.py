@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Sequence, Union
 
 from lrservice.config import ConfigError, RunConfig, config_from_dict, load_config
-from lrservice.preflight import check_compare, check_recommend, check_tasks
+from lrservice.preflight import check_recommend, check_tasks
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -69,7 +69,8 @@ class EvaluateControllerResult:
     output_dir: Path
     runs: "pd.DataFrame"  # one row per child run (arm, initial LR, seed, metrics, LR trajectory)
     summary: "pd.DataFrame"  # per arm and initial LR: mean ± std, paired differences with 95% CIs, verdicts
-    tuned: dict[str, float]  # each baseline's tuned LR
+    tuned: dict[str, dict]  # each rival's tuned params (constant, cosine, evaluate.rivals)
+    best_rival: str  # the best tuned rival, picked on the tune seeds
     report: Path  # summary.md
 
 
@@ -149,12 +150,14 @@ def compare(config: ConfigLike, resume: bool = False, overwrite: bool = False, l
     """
     _check_resume(resume, overwrite)
     config = _checked(config, log)
-    check_compare(config)
+    from lrservice.compare.arms import check_compare
+
+    check_compare(config)  # everything the config file can tell, before Ray starts (or is imported)
     from lrservice.compare.experiment import run_compare  # Ray and torch
     from lrservice.compare.report import load_run, run_summary
     from lrservice.compare.results import EXPLOITS_FILE
 
-    run_dir = run_compare(config, resume=resume, overwrite=overwrite, log=log)
+    run_dir = run_compare(config, resume=resume, overwrite=overwrite, log=log, checked=True)
     steps, trials = load_run(run_dir)
     exploits = run_dir / EXPLOITS_FILE
     return CompareResult(run_dir, trials, steps, run_summary(run_dir, trials),
@@ -175,7 +178,8 @@ def train_controller(config: ConfigLike, iterations: int | None = None, resume: 
     out = Path(os.path.expanduser(output_dir or config.controller.checkpoint_dir))
     with _one_torch_thread():
         from lrservice.control.checkpoint import EXPORT_FILE
-        from lrservice.control.training import LOG_FILE, train_controller as train
+        from lrservice.control.training import LOG_FILE
+        from lrservice.control.training import train_controller as train
 
         checkpoint = train(config, out, iterations=iterations, resume=resume, log=log)
     log(f"[lrservice] controller checkpoint: {checkpoint}")
@@ -214,7 +218,8 @@ def controller_paths(controllers: ControllersLike, taken: Sequence[str] = ()) ->
 
 def evaluate_controller(config: ConfigLike, controllers: ControllersLike, seeds: Sequence[int] | None = None,
                         output_dir: str | os.PathLike | None = None, log: Log = print) -> EvaluateControllerResult:
-    """The evidence protocol (no Ray): tune constant and cosine, run them and each controller on held-out seeds.
+    """The evidence protocol (no Ray): tune constant, cosine and the rivals; run them and each controller on
+    held-out seeds.
 
     ``controllers`` maps names to ``pretrained:NAME``, a ``controller.pt`` or a checkpoint / output
     directory; ``seeds`` replaces ``evaluate.seeds`` (checked like seeds from the file);
@@ -223,9 +228,13 @@ def evaluate_controller(config: ConfigLike, controllers: ControllersLike, seeds:
     config = _checked(config, log)
     if seeds is not None:
         config = config.replace(evaluate={"seeds": [int(s) for s in seeds]})  # refused before torch loads
-    from lrservice.control.evaluate import BASELINE_KINDS
+    from lrservice.control.rivals import check_rivals, rivals
 
-    names = controller_paths(controllers, BASELINE_KINDS)
+    check_rivals(config)  # bad input is refused before torch loads
+    field = rivals(config)
+    from lrservice.control.evaluate import REFERENCES
+
+    names = controller_paths(controllers, (*REFERENCES, *(r.name for r in field)))
     with _one_torch_thread():
         from lrservice.child.pool import pool_mode
         from lrservice.child.trainer import load_task_data
@@ -243,26 +252,26 @@ def evaluate_controller(config: ConfigLike, controllers: ControllersLike, seeds:
         log(f"[lrservice] evaluate: {task.dataset}/{task.model}, {task.steps} steps; tune seeds {list(ev.tune_seeds)}, "
             f"held-out seeds {list(ev.seeds)}")
         log(f"[lrservice] children: {pool_mode(task, data)}")
-        grids = {kind: getattr(ev, f"{kind}_grid") for kind in BASELINE_KINDS}
-        runs, rows, tuned = evaluate_controllers(task, data, loaded, grids, ev.tune_seeds, ev.seeds, initial_lrs,
-                                                 log=log)
-        tuning = {kind: len(grid) * len(ev.tune_seeds) * task.steps for kind, grid in grids.items()}
-        costs = {kind: f"{steps:,} tuning + {task.steps}/seed" for kind, steps in tuning.items()}
+        runs, rows, tuned, best = evaluate_controllers(task, data, loaded, field, ev.tune_seeds, ev.seeds,
+                                                       initial_lrs, log=log)
+        tuning = {r.name: len(r.points) * len(ev.tune_seeds) * task.steps for r in field}
+        costs = {name: f"{steps:,} tuning + {task.steps}/seed" for name, steps in tuning.items()}
         for name, ctrl in loaded.items():
-            picked = ctrl.payload.get("selection") or {}  # a selection pick: the whole run it came from, and the selection
+            picked = ctrl.payload.get("selection") or {}  # a pick: the whole run it came from, plus the selection
             spent = max(float(ctrl.payload.get("training", {}).get("child_steps", 0) or 0),
                         float(picked.get("run_child_steps") or 0))
             selecting = f" + {float(picked['child_steps']):,.0f} selection" if picked else ""
             costs[name] = f"{spent:,.0f} training{selecting} (pretrained, reused) + {task.steps}/seed"
-        out = write_evaluation(output_dir or ev.output_dir, runs, rows, tuned, costs,
+        out = write_evaluation(output_dir or ev.output_dir, runs, rows, tuned, best, costs,
                                f"{task.dataset}/{task.model}, {task.steps} steps, {len(ev.seeds)} held-out seeds",
                                {"task": config.to_dict()["task"], "evaluate": config.to_dict()["evaluate"],
                                 "controllers": {k: str(v) for k, v in paths.items()}, "tuned": tuned,
+                                "best_rival": best,
                                 "tuning_child_steps": sum(tuning.values()), "wall_s": time.perf_counter() - started})
     log((out / "summary.md").read_text())
     log(f"[lrservice] evaluation written to {out} ({time.perf_counter() - started:.0f} s)")
     return EvaluateControllerResult(out.resolve(), _table(out / "runs.parquet"), _table(out / "summary.parquet"),
-                                    dict(tuned), (out / "summary.md").resolve())
+                                    dict(tuned), best, (out / "summary.md").resolve())
 
 
 def recommend(config: ConfigLike, target_accuracy: float | None = None, budget: int | None = None,

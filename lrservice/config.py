@@ -26,7 +26,7 @@ import yaml
 from lrservice.child.names import DATASETS, LOSSES, MODELS
 from lrservice.child.plugins import check_spec, is_plugin
 from lrservice.errors import ConfigError
-from lrservice.schedules.baselines import BASELINES
+from lrservice.kinds import get_kind, kinds
 from lrservice.schedules.compose import policy_from_dict
 
 OPTIMIZERS = ("adam", "sgd", "momentum")
@@ -36,7 +36,7 @@ REWARDS = ("dense", "final", "log_improvement")
 REWARD_BASELINES = ("none", "twin")
 ENVELOPES = ("none", "cosine", "linear")  # lrservice.control.actions.envelope gives their shapes
 FEATURE_SETS = ("paper", "extended", "invariant")  # the keys of lrservice.child.features.FEATURE_SETS (a test checks)
-ARM_KINDS = BASELINES + ("policy", "controller", "pbt")
+ARM_KINDS = kinds()  # the built-in arm kinds (lrservice.kinds); a user's is "package.module:Class"
 DEFAULT_DATA_DIR = "~/.cache/lrservice/data"
 
 
@@ -231,11 +231,13 @@ class ControllerConfig:
         for name in ("lr_noise_std", "divergence_penalty", "entropy_coeff", "num_env_runners"):
             _positive(f"{path}.{name}", getattr(self, name), allow_zero=True)
         if not self.factor > 1.0:
-            raise ConfigError(f"{path}.factor: {self.factor!r} is not allowed; it must be > 1 (LR is multiplied or divided by it)")
+            raise ConfigError(f"{path}.factor: {self.factor!r} is not allowed; it must be > 1 (LR is multiplied "
+                              f"or divided by it)")
         for i, f in enumerate(self.factors):
             _positive(f"{path}.factors[{i}]", f)
         if len(self.factors) == 1:
-            raise ConfigError(f"{path}.factors: {list(self.factors)!r} is not allowed; give at least two factors, e.g. [0.5, 1, 2]")
+            raise ConfigError(f"{path}.factors: {list(self.factors)!r} is not allowed; give at least two "
+                              f"factors, e.g. [0.5, 1, 2]")
         self._validate_levels(path)
         if self.lr_min >= self.lr_max:
             raise ConfigError(f"{path}.lr_min: {self.lr_min!r} must be below lr_max ({self.lr_max!r})")
@@ -253,7 +255,8 @@ class ControllerConfig:
             self._check_in_range(f"{path}.initial_lrs", lr)
         if self.twin_policy:
             if self.baseline != "twin":
-                raise ConfigError(f"{path}.twin_policy: is only used with baseline: twin (baseline is {self.baseline!r})")
+                raise ConfigError(f"{path}.twin_policy: is only used with baseline: twin (baseline is "
+                                  f"{self.baseline!r})")
             try:
                 policy_from_dict(self.twin_policy)
             except ValueError as exc:
@@ -261,9 +264,11 @@ class ControllerConfig:
         for i, task in enumerate(self.tasks):
             task.validate(f"{path}.tasks[{i}]")
         if len(self.hidden) < 1 or any(h <= 0 for h in self.hidden):
-            raise ConfigError(f"{path}.hidden: {list(self.hidden)!r} is not allowed; give positive layer widths, e.g. [32, 32]")
+            raise ConfigError(f"{path}.hidden: {list(self.hidden)!r} is not allowed; give positive layer widths, "
+                              f"e.g. [32, 32]")
         if self.minibatch_size > self.train_batch_size:
-            raise ConfigError(f"{path}.minibatch_size: {self.minibatch_size} must not exceed train_batch_size ({self.train_batch_size})")
+            raise ConfigError(f"{path}.minibatch_size: {self.minibatch_size} must not exceed train_batch_size "
+                              f"({self.train_batch_size})")
         seeds = list(self.selection_seeds)  # paired per seed with tuned cosine: a repeat would collapse a pair
         if seeds and (min(seeds) < 0 or len(set(seeds)) != len(seeds)):
             raise ConfigError(f"{path}.selection_seeds: {seeds} is not allowed; give distinct non-negative integers "
@@ -277,10 +282,12 @@ class ControllerConfig:
     def _validate_levels(self, path: str) -> None:
         if self.action_space != "levels":
             if self.levels:
-                raise ConfigError(f"{path}.levels: is only used with action_space: levels (action_space is {self.action_space!r})")
+                raise ConfigError(f"{path}.levels: is only used with action_space: levels (action_space is "
+                                  f"{self.action_space!r})")
             return
         if len(self.levels) < 2:
-            raise ConfigError(f"{path}.levels: {list(self.levels)!r} is not allowed; action_space: levels needs at least "
+            raise ConfigError(f"{path}.levels: {list(self.levels)!r} is not allowed; action_space: levels needs "
+                              f"at least "
                               "two learning rates, e.g. [0.0001, 0.001, 0.003]")
         for i, lr in enumerate(self.levels):
             self._check_in_range(f"{path}.levels[{i}]", lr)
@@ -296,9 +303,10 @@ class ControllerConfig:
 class ArmConfig:
     """One arm of a comparison: a schedule family with fixed params and/or a grid to tune.
 
-    ``kind`` is a torch baseline (constant, step, cosine, cyclic), ``policy`` (a zoo or
-    composite policy given in ``params``), ``controller`` (``params.checkpoint``), or
-    ``pbt`` (Population Based Training on the LR).
+    ``kind`` names an :class:`lrservice.kinds.ArmKind` (docs/compare.md lists them): a
+    schedule (constant, step, cosine, cyclic, policy, warmup_cosine, wsd, onecycle, linear),
+    an optimizer (schedule_free, prodigy), ``controller`` or ``pbt``; or a user's kind as
+    ``"package.module:Class"``.
     """
 
     name: str
@@ -311,7 +319,7 @@ class ArmConfig:
     """Param name -> list of values; the tune phase tries every combination and the eval phase runs the winner."""
 
     def validate(self, path: str = "arm") -> None:
-        _choice(f"{path}.kind", self.kind, ARM_KINDS)
+        get_kind(self.kind, f"{path}.kind")  # a built-in name, or a user's "package.module:Class"
         if not self.name or not str(self.name).replace("-", "").replace("_", "").isalnum():
             raise ConfigError(f"{path}.name: {self.name!r} is not allowed; use letters, digits, '-' and '_'")
         for key, values in self.grid.items():
@@ -324,7 +332,8 @@ def _default_arms() -> tuple[ArmConfig, ...]:
         ArmConfig("constant", "constant", grid={"lr": [1e-3, 3e-3, 1e-2]}),
         ArmConfig("step", "step", grid={"lr": [3e-3, 1e-2], "step_size": [250], "gamma": [0.5, 0.1]}),
         ArmConfig("cosine", "cosine", grid={"lr": [3e-3, 1e-2]}),
-        ArmConfig("cyclic", "cyclic", params={"base_lr": 1e-4}, grid={"max_lr": [3e-3, 1e-2], "step_size_up": [100, 250]}),
+        ArmConfig("cyclic", "cyclic", params={"base_lr": 1e-4},
+                  grid={"max_lr": [3e-3, 1e-2], "step_size_up": [100, 250]}),
     )
 
 
@@ -433,7 +442,8 @@ class RecommendConfig:
         if not 0 < self.grace_fraction <= 1:
             raise ConfigError(f"{path}.grace_fraction: {self.grace_fraction!r} is not allowed; it must be in (0, 1]")
         if self.reduction_factor < 2:
-            raise ConfigError(f"{path}.reduction_factor: {self.reduction_factor!r} is not allowed; it must be an integer >= 2")
+            raise ConfigError(f"{path}.reduction_factor: {self.reduction_factor!r} is not allowed; it must be an "
+                              f"integer >= 2")
         for i, f in enumerate(self.compose_fractions):
             if not 0 < f < 1:
                 raise ConfigError(f"{path}.compose_fractions[{i}]: {f!r} is not allowed; it must be in (0, 1)")
@@ -448,8 +458,22 @@ class RecommendConfig:
         lo = self.lr_min if self.lr_min is not None else base / 10
         hi = self.lr_max if self.lr_max is not None else base * 30
         if not lo <= base <= hi:
-            raise ConfigError(f"recommend.base_lr: {base!r} is not allowed; it must lie in [lr_min, lr_max] = [{lo}, {hi}]")
+            raise ConfigError(f"recommend.base_lr: {base!r} is not allowed; it must lie in [lr_min, lr_max] = "
+                              f"[{lo}, {hi}]")
         return base, lo, hi
+
+
+def _default_rivals() -> tuple[ArmConfig, ...]:
+    """The modern family every controller is measured against, each on a small grid."""
+    lrs = [1e-3, 3e-3, 1e-2, 3e-2]
+    return (
+        ArmConfig("warmup_cosine", "warmup_cosine", grid={"lr": lrs}),
+        ArmConfig("wsd", "wsd", grid={"lr": lrs}),
+        ArmConfig("onecycle", "onecycle", grid={"lr": lrs}),
+        ArmConfig("linear", "linear", grid={"lr": lrs}),
+        ArmConfig("schedule_free", "schedule_free", grid={"lr": lrs}),
+        ArmConfig("prodigy", "prodigy", grid={"d_coef": [0.5, 1.0, 2.0]}),
+    )
 
 
 @dataclass(frozen=True)
@@ -463,13 +487,27 @@ class EvaluateConfig:
     """
 
     tune_seeds: tuple[int, ...] = (100, 101)
+    """Child seeds the rivals are tuned on (never held out)."""
     seeds: tuple[int, ...] = (1000, 1001, 1002, 1003, 1004, 1005, 1006, 1007, 1008, 1009)
+    """Held-out child seeds of the paired comparison."""
     constant_grid: tuple[float, ...] = (1e-3, 3e-3, 1e-2, 3e-2)
+    """LRs tuned constant is picked from."""
     cosine_grid: tuple[float, ...] = (1e-3, 3e-3, 1e-2, 3e-2)
+    """LRs tuned cosine is picked from."""
+    rivals: tuple[ArmConfig, ...] = field(default_factory=_default_rivals)
+    """More tuned rivals, as compare arms of baseline kinds (name, kind, params, grid); the best of all,
+    picked on the tune seeds, is a third reference. Names must differ from ``constant``/``cosine``."""
     initial_lrs: tuple[float, ...] = ()
+    """The controller's starting LRs (empty: ``controller.initial_lrs``)."""
     output_dir: str = "results/evaluate"
+    """Where the evaluation's files go (``--output`` overrides)."""
 
     def validate(self, path: str = "evaluate") -> None:
+        names = ["constant", "cosine", *(r.name for r in self.rivals)]
+        if len(set(names)) != len(names):
+            raise ConfigError(f"{path}.rivals: rival names must be unique and not constant or cosine, got {names[2:]}")
+        for i, rival in enumerate(self.rivals):
+            rival.validate(f"{path}.rivals[{i}]")
         for name in ("tune_seeds", "seeds", "constant_grid", "cosine_grid"):
             if not getattr(self, name):
                 raise ConfigError(f"{path}.{name}: give at least one value")

@@ -1,4 +1,6 @@
-"""The error a user sees as one line: a config value (or a plugin it names) is not allowed."""
+"""The one error type for bad input: a leaf so that every layer can raise it without importing config."""
+
+from __future__ import annotations
 
 
 class ConfigError(ValueError):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -19,15 +20,28 @@ import pyarrow.parquet as pq
 
 
 def write_atomic(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
-    """Call ``write(tmp)`` on a sibling temp file, then move it over ``path``; returns ``path``."""
+    """Call ``write(tmp)`` on a sibling temp path, then move it over ``path``; returns ``path``.
+
+    ``write`` may make ``tmp`` a file or a directory (e.g. TensorBoard runs). A directory that
+    replaces one is swapped in by two renames (the old one moved aside, then removed): a reader
+    sees the old tree or the new one, never half of either.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = str(path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"))  # umask permissions
     try:
         write(tmp)
-        os.replace(tmp, path)
+        if os.path.isdir(tmp) and path.is_dir():
+            old = f"{tmp}.old"
+            os.replace(path, old)
+            os.replace(tmp, path)
+            shutil.rmtree(old)
+        else:
+            os.replace(tmp, path)
     except BaseException:
-        if os.path.exists(tmp):
+        if os.path.isdir(tmp):
+            shutil.rmtree(tmp)
+        elif os.path.exists(tmp):
             os.unlink(tmp)
         raise
     return path

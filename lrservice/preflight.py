@@ -1,35 +1,14 @@
-"""Checks a run config must pass before any work starts (before Ray starts or attaches).
+"""Checks before any work starts that more than one command needs: controller files, recommend's LR range.
 
-Each section validates itself when the config is loaded; what it cannot see is checked
-here: rules across sections (PBT interval vs task length, held-out vs tune seeds), files the
-config names (controller checkpoints) and what one command needs (recommend's LR range). A failure is
-a :class:`ConfigError` naming the field, so the CLI prints one line and exits 2.
+Each section validates itself when the config is loaded; each command owns the checks across
+sections that only it needs (``compare``: :func:`lrservice.compare.arms.check_compare`;
+``evaluate-controller``: :func:`lrservice.control.rivals.check_rivals`). A failure is a
+:class:`ConfigError` naming the field, so the CLI prints one line and exits 2.
 """
 
 from __future__ import annotations
 
 from lrservice.config import ConfigError, RunConfig
-
-
-def check_compare(config: RunConfig) -> None:
-    """Everything ``lrservice compare`` can know is wrong from its config alone."""
-    from lrservice.compare.arms import resolve_params, validate_compare
-
-    validate_compare(config)
-    compare, task = config.compare, config.task
-    overlap = sorted(set(compare.seeds) & set(compare.tune_seeds))
-    if overlap and any(arm.grid for arm in compare.arms):
-        raise ConfigError(f"compare.seeds: {overlap} also in compare.tune_seeds; held-out seeds must differ "
-                          "from the seeds the grids are tuned on")
-    for i, arm in enumerate(compare.arms):
-        path = f"compare.arms[{i}].params"
-        params = resolve_params(arm, arm.params, config)
-        if arm.kind == "pbt" and params["interval"] >= task.steps:
-            raise ConfigError(f"{path}.interval: {params['interval']!r} is not allowed; it must be below task.steps "
-                              f"({task.steps}) or PBT never perturbs")
-        if arm.kind == "controller":
-            if params["checkpoint"] != "auto":
-                check_controller_checkpoint(params["checkpoint"], f"{path}.checkpoint")
 
 
 def check_tasks(config: RunConfig, log=None) -> None:

@@ -79,7 +79,8 @@ def auth_status(env: Mapping[str, str] | None = None, home: str | os.PathLike | 
     env = os.environ if env is None else env
     mode = env.get(AUTH_MODE_ENV, "").strip().lower() or "unset"
     if mode not in AUTH_MODES + ("unset",):
-        raise ConfigError(f"{AUTH_MODE_ENV}: {env[AUTH_MODE_ENV]!r} is not allowed; choose one of: {', '.join(AUTH_MODES)}")
+        raise ConfigError(f"{AUTH_MODE_ENV}: {env[AUTH_MODE_ENV]!r} is not allowed; "
+                          f"choose one of: {', '.join(AUTH_MODES)}")
     source = None
     if env.get(AUTH_TOKEN_ENV, "").strip():
         source = AUTH_TOKEN_ENV
@@ -142,7 +143,8 @@ def connect(resources: ResourcesConfig | None = None, *, include_dashboard: bool
             ray.init(address=address, log_to_driver=True)
         except Exception as exc:  # ray raises ConnectionError, AuthenticationError, RuntimeError...
             raise ConnectionError(_attach_hint(address, auth, exc)) from exc
-        log(f"[lrservice] attached to Ray cluster at {address}: {_summary(ray.cluster_resources())} ({auth.describe()})")
+        log(f"[lrservice] attached to Ray cluster at {address}: {_summary(ray.cluster_resources())} "
+            f"({auth.describe()})")
         return address
     if include_dashboard is None:
         include_dashboard = os.environ.get("LRSERVICE_DASHBOARD", "1") != "0"
@@ -230,7 +232,8 @@ def plan_placement(resources: ResourcesConfig, cluster: Mapping[str, float] | No
     elif wants_gpu:
         notes.append("CPU-only fallback: GPUs were requested but the cluster has none")
     else:
-        notes.append("CPU-only: no GPUs requested" + (" (cluster has GPUs; set resources.gpus_per_trial to use them)" if has_gpu else ""))
+        hint = " (cluster has GPUs; set resources.gpus_per_trial to use them)" if has_gpu else ""
+        notes.append("CPU-only: no GPUs requested" + hint)
     return Placement(trial=trial, env_runner_cpus=1.0, env_runner_gpus=runner_gpus,
                      env_runner_custom=runner_custom, learner_custom=learner_custom,
                      uses_gpu=bool(wants_gpu and has_gpu), note="; ".join(notes))

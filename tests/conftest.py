@@ -77,6 +77,7 @@ def in_float64():
     previous = torch.get_default_dtype()
     torch.set_default_dtype(torch.float64)
     try:
-        yield lambda data: dataclasses.replace(data, **{k: getattr(data, k).double() for k in ("train_x", "val_x", "test_x")})
+        splits = ("train_x", "val_x", "test_x")
+        yield lambda data: dataclasses.replace(data, **{k: getattr(data, k).double() for k in splits})
     finally:
         torch.set_default_dtype(previous)

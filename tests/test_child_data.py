@@ -104,7 +104,8 @@ def test_cifar_checksums_are_verified_by_default(tmp_path):
         load_torchvision("cifar10", tmp_path, val_size=8)
 
 
-@pytest.mark.parametrize("name,title", [("mnist", "MNIST"), ("fashion_mnist", "Fashion-MNIST"), ("cifar10", "CIFAR-10")])
+@pytest.mark.parametrize("name,title",
+                         [("mnist", "MNIST"), ("fashion_mnist", "Fashion-MNIST"), ("cifar10", "CIFAR-10")])
 def test_missing_data_offline_gives_one_clear_sentence(tmp_path, name, title):
     with pytest.raises(DatasetUnavailable) as info:
         load_dataset(name, tmp_path / "empty", download=False)

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
-from lrservice.child import ChildTrainer, FEATURE_NAMES, build_model, load_dataset
+from lrservice.child import FEATURE_NAMES, ChildTrainer, build_model, load_dataset
 from lrservice.child.features import observation_features
 from lrservice.config import TaskConfig
 

@@ -4,8 +4,6 @@ replayed from scratch trains the same model."""
 
 from __future__ import annotations
 
-import json
-
 import pandas as pd
 import pytest
 import yaml
@@ -92,9 +90,8 @@ def test_deployed_schedule_replays_to_the_same_model(pbt_run, capsys):
     import torch
 
     from lrservice.cli import main
-    from lrservice.compare.arms import trial_spec
+    from lrservice.compare.arms import check_compare, trial_spec
     from lrservice.compare.trainable import run_trial
-    from lrservice.preflight import check_compare
 
     run_dir, steps, trials, _, _ = pbt_run
     assert main(["report", str(run_dir)]) == 0

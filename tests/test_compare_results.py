@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import json
+import math
 import re
 import shutil
 import subprocess
 from pathlib import Path
-import math
 
 import numpy as np
 import pandas as pd
@@ -43,10 +43,14 @@ def _spec(arm="a", seed=0, phase="eval"):
 def test_rows_from_reports_dedupes_a_restarted_trial():
     """Steps 20 and 40 were reported, the trial failed, restarted from step 20, reported 40 and 60 again."""
     reports = [
-        {"step": 20, "train_loss": 1.0, "val_loss": 0.9, "val_accuracy": 0.5, "lr": 0.01, "elapsed_s": 1.0, "final": False},
-        {"step": 40, "train_loss": 0.8, "val_loss": 0.7, "val_accuracy": 0.6, "lr": 0.01, "elapsed_s": 2.0, "final": False},
-        {"step": 40, "train_loss": 0.81, "val_loss": 0.71, "val_accuracy": 0.61, "lr": 0.01, "elapsed_s": 2.1, "final": False},
-        {"step": 60, "train_loss": 0.5, "val_loss": 0.4, "val_accuracy": 0.9, "lr": 0.01, "elapsed_s": 3.0, "final": True,
+        {"step": 20, "train_loss": 1.0, "val_loss": 0.9, "val_accuracy": 0.5, "lr": 0.01, "elapsed_s": 1.0,
+         "final": False},
+        {"step": 40, "train_loss": 0.8, "val_loss": 0.7, "val_accuracy": 0.6, "lr": 0.01, "elapsed_s": 2.0,
+         "final": False},
+        {"step": 40, "train_loss": 0.81, "val_loss": 0.71, "val_accuracy": 0.61, "lr": 0.01, "elapsed_s": 2.1,
+         "final": False},
+        {"step": 60, "train_loss": 0.5, "val_loss": 0.4, "val_accuracy": 0.9, "lr": 0.01, "elapsed_s": 3.0,
+         "final": True,
          "diverged": False, "steps_done": 60, "test_loss": 0.45, "test_accuracy": 0.88, "steps_to_target": None,
          "seconds_to_target": float("nan"), "target_accuracy": 0.95},
     ]
@@ -97,11 +101,13 @@ def _fixture_run(run_dir, rng):
             tid = f"{arm}-{seed}"
             val = level + rng.normal(0, 0.02)
             for step in (10, 20, 30):
-                steps.append({"run_id": "r", "phase": "eval", "arm": arm, "trial_id": tid, "params": json.dumps({"lr": level}),
+                steps.append({"run_id": "r", "phase": "eval", "arm": arm, "trial_id": tid,
+                              "params": json.dumps({"lr": level}),
                               "seed": seed, "step": step, "train_loss": val * 40 / step, "val_loss": val * 30 / step,
                               "val_accuracy": 1 - val, "lr": level / step, "elapsed_s": step / 10})
             reached = None if (arm == "alpha" and seed == 0) else int(rng.integers(10, 31))
-            trials.append({"run_id": "r", "phase": "eval", "arm": arm, "trial_id": tid, "params": json.dumps({"lr": level}),
+            trials.append({"run_id": "r", "phase": "eval", "arm": arm, "trial_id": tid,
+                           "params": json.dumps({"lr": level}),
                            "seed": seed, "steps_done": 30, "diverged": False, "final_val_loss": val,
                            "final_val_accuracy": 1 - val, "test_loss": val + 0.01, "test_accuracy": 1 - val - 0.01,
                            "steps_to_target": reached, "seconds_to_target": None if reached is None else reached / 10,
@@ -137,7 +143,8 @@ def test_report_renders_and_ranking_matches_pandas(tmp_path):
 
 @pytest.mark.parametrize("arm,field", [
     ({"name": "s", "kind": "step", "grid": {"lr": [0.01]}}, "compare.arms[0].params"),
-    ({"name": "c", "kind": "cyclic", "params": {"base_lr": 0.1, "max_lr": 0.01, "step_size_up": 10}}, "compare.arms[0].params"),
+    ({"name": "c", "kind": "cyclic", "params": {"base_lr": 0.1, "max_lr": 0.01, "step_size_up": 10}},
+     "compare.arms[0].params"),
     ({"name": "z", "kind": "policy", "params": {"name": "NOPE", "k0": 0.1}}, "compare.arms[0].params"),
     ({"name": "p", "kind": "pbt", "params": {"population": 2}}, "compare.arms[0].params.population"),
     ({"name": "p", "kind": "pbt", "params": {"interval": 15}}, "compare.arms[0].params.interval"),
@@ -159,7 +166,8 @@ def test_grid_expansion_and_defaults():
 
     config = config_from_dict({"task": {"steps": 100, "eval_every": 10}, "compare": {
         "tune_seeds": [7, 8], "seeds": [0, 1, 2],
-        "arms": [{"name": "s", "kind": "step", "params": {"step_size": 50}, "grid": {"lr": [0.1, 0.01], "gamma": [0.5, 0.1]}},
+        "arms": [{"name": "s", "kind": "step", "params": {"step_size": 50}, "grid": {"lr": [0.1, 0.01], "gamma": [0.5,
+                                                                                                                  0.1]}},
                  {"name": "cos", "kind": "cosine", "params": {"lr": 0.01}}]}})
     specs = tune_specs(config, "r")
     assert len(specs) == 2 * 2 * 2  # lr x gamma x tune seeds; the fixed cosine arm is not tuned
@@ -203,7 +211,8 @@ def test_schema_columns_are_documented():
         assert any(f"{a}{name}{b}" in text for a in ("| ", ", ") for b in (" |", ",")), name
 
 
-@pytest.mark.skipif(shutil.which("chromium") is None, reason="chromium not installed (Debian: apt-get install -y chromium)")
+@pytest.mark.skipif(shutil.which("chromium") is None,
+                    reason="chromium not installed (Debian: apt-get install -y chromium)")
 def test_html_report_fits_a_laptop_screen_in_a_real_browser(tmp_path):
     """Eight arms with the longest cells the table has (CI, cost) must not scroll sideways at
     1366 px: headless Chromium lays the page out and a probe script reads its scrollWidth."""
@@ -215,12 +224,14 @@ def test_html_report_fits_a_laptop_screen_in_a_real_browser(tmp_path):
     for a, arm in enumerate(names):
         for seed in range(10):
             val = 0.1 + a / 50 + rng.normal(0, 0.01)
-            steps += [{"run_id": "r", "phase": "eval", "arm": arm, "trial_id": f"{arm}-{seed}", "params": "{}", "seed": seed,
+            steps += [{"run_id": "r", "phase": "eval", "arm": arm, "trial_id": f"{arm}-{seed}", "params": "{}",
+                       "seed": seed,
                        "step": s, "val_loss": val * 600 / s, "lr": 0.003} for s in range(20, 601, 20)]
             trials.append({"run_id": "r", "phase": "eval", "arm": arm, "trial_id": f"{arm}-{seed}",
                            "params": json.dumps({"lr": 0.0031622776601683794, "step_size": 200, "gamma": 0.5}),
                            "seed": seed, "steps_done": 600, "diverged": False, "final_val_loss": val, "test_loss": val,
-                           "test_accuracy": 1 - val, "steps_to_target": 300, "wall_s": 12345.6, "target_accuracy": 0.95})
+                           "test_accuracy": 1 - val, "steps_to_target": 300, "wall_s": 12345.6,
+                           "target_accuracy": 0.95})
     trials += [{**trials[0], "phase": "tune", "trial_id": f"t{i}", "params": json.dumps({"lr": i})} for i in range(40)]
     write_parquet(to_table(steps, STEPS_SCHEMA), tmp_path / "steps.parquet")
     write_parquet(to_table(add_costs(pd.DataFrame(trials)), TRIALS_SCHEMA), tmp_path / "trials.parquet")

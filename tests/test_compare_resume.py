@@ -56,7 +56,8 @@ def test_resume_after_driver_is_killed(tmp_path):
             if len(done) >= 2 and snapshot:  # Tune resumes from its last state snapshot
                 break
             time.sleep(0.5)
-        assert proc.poll() is None, "the first run ended before it could be killed: " + (tmp_path / "first.log").read_text()[-3000:]
+        log = (tmp_path / "first.log").read_text()[-3000:]
+        assert proc.poll() is None, "the first run ended before it could be killed: " + log
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(30)
     finally:

@@ -8,8 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from lrservice.compare.stats import (BETTER, SAME, TOO_FEW, WORSE, bootstrap_ci, compare_paired,
-                                     paired_differences, verdict)
+from lrservice.stats import BETTER, SAME, TOO_FEW, WORSE, bootstrap_ci, compare_paired, paired_differences, verdict
 
 
 def test_differences_pair_by_seed_and_skip_missing_or_nonfinite():

@@ -24,7 +24,8 @@ def _steps() -> pd.DataFrame:
         for seed in SEEDS:
             for step in STEPS:
                 rows.append({"phase": "eval", "arm": arm, "seed": seed, "step": step, "trial_id": f"{arm}-{seed}",
-                             "val_loss": 1.0 / step + a + seed / 10, "train_loss": 2.0 / step, "val_accuracy": step / 100,
+                             "val_loss": 1.0 / step + a + seed / 10, "train_loss": 2.0 / step,
+                             "val_accuracy": step / 100,
                              "lr": 0.01 * (a + 1)})
     rows.append({**rows[0], "phase": "tune", "arm": "constant", "seed": 100})  # tune rows are not runs
     return pd.DataFrame(rows)
@@ -56,7 +57,8 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.mark.skipif(shutil.which("chromium") is None, reason="chromium not installed (Debian: apt-get install -y chromium)")
+@pytest.mark.skipif(shutil.which("chromium") is None,
+                    reason="chromium not installed (Debian: apt-get install -y chromium)")
 def test_tensorboard_in_a_headless_browser_shows_every_run(tmp_path):
     """TensorBoard's scalar dashboard, rendered by headless Chromium, lists every ``arm/seedN`` run."""
     board = write_tensorboard(_steps(), tmp_path)

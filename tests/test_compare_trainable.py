@@ -51,7 +51,8 @@ def _torch_lrs(make_scheduler, lr: float, steps: int) -> list[float]:
      lambda o: torch.optim.lr_scheduler.CyclicLR(o, base_lr=0.001, max_lr=0.05, step_size_up=6, cycle_momentum=False)),
 ])
 def test_baseline_lr_trajectory_equals_torch_scheduler(kind, params, reference):
-    task = TaskConfig(dataset="digits", model="mlp", batch_size=32, steps=30, eval_every=1, optimizer="sgd", val_subset=64)
+    task = TaskConfig(dataset="digits", model="mlp", batch_size=32, steps=30, eval_every=1, optimizer="sgd",
+                      val_subset=64)
     rows = _record(_spec(task, kind, params))
     assert [r["step"] for r in rows] == list(range(1, 31))
     expected = _torch_lrs(reference, params.get("lr", params.get("base_lr")), 30)
@@ -62,7 +63,8 @@ def test_baseline_lr_trajectory_equals_torch_scheduler(kind, params, reference):
 def test_policy_lr_trajectory_equals_policy_function():
     from lrservice.schedules import policy_from_dict
 
-    policy = {"compose": [{"name": "FIX", "k0": 0.01}, {"name": "COS", "k0": 0.0, "k1": 0.01, "l": 15}], "boundaries": [10]}
+    policy = {"compose": [{"name": "FIX", "k0": 0.01}, {"name": "COS", "k0": 0.0, "k1": 0.01, "l": 15}],
+              "boundaries": [10]}
     task = TaskConfig(dataset="digits", model="mlp", batch_size=32, steps=25, eval_every=1, val_subset=64)
     rows = _record(_spec(task, "policy", policy))
     fn = policy_from_dict(policy)
@@ -105,7 +107,8 @@ def test_restore_from_checkpoint_continues_identically(tiny_task, tmp_path):
 
 
 def test_diverged_child_ends_cleanly():
-    task = TaskConfig(dataset="digits", model="mlp", batch_size=32, steps=100, eval_every=10, optimizer="sgd", val_subset=64)
+    task = TaskConfig(dataset="digits", model="mlp", batch_size=32, steps=100, eval_every=10, optimizer="sgd",
+                      val_subset=64)
     rows = _record(_spec(task, "constant", {"lr": 1000.0}))
     final = rows[-1]
     assert final["final"] and final["diverged"] is True

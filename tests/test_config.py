@@ -17,7 +17,8 @@ def test_defaults_are_valid_and_round_trip():
 
 
 def test_yaml_and_json_files_load(tmp_path):
-    (tmp_path / "a.yaml").write_text("task:\n  dataset: mnist\n  model: lenet5\n  steps: 50\ncontroller:\n  hidden: [16, 16]\n")
+    (tmp_path / "a.yaml").write_text("task:\n  dataset: mnist\n  model: lenet5\n  steps: 50\n"
+                                     "controller:\n  hidden: [16, 16]\n")
     (tmp_path / "a.json").write_text(json.dumps({"task": {"dataset": "mnist", "model": "lenet5", "steps": 50},
                                                   "controller": {"hidden": [16, 16]}}))
     a, b = load_config(tmp_path / "a.yaml"), load_config(tmp_path / "a.json")
@@ -31,7 +32,8 @@ def test_yaml_and_json_files_load(tmp_path):
     ({"task": {"optimizer": "rmsprop"}}, "task.optimizer", "adam, sgd, momentum"),
     ({"controller": {"action_space": "box"}}, "controller.action_space", "discrete, continuous, levels"),
     ({"controller": {"reward": "sparse"}}, "controller.reward", "dense, final"),
-    ({"compare": {"arms": [{"name": "a", "kind": "linear"}]}}, "compare.arms[0].kind", "constant, step, cosine, cyclic"),
+    ({"compare": {"arms": [{"name": "a", "kind": "wobble"}]}}, "compare.arms[0].kind",
+     "constant, step, cosine, cyclic, policy, warmup_cosine"),
 ])
 def test_bad_choice_names_field_value_and_allowed(data, field, allowed):
     with pytest.raises(ConfigError) as info:
@@ -45,19 +47,23 @@ def test_bad_choice_names_field_value_and_allowed(data, field, allowed):
     ({"task": {"steps": "ten"}}, "task.steps: 'ten' is not allowed; expected an integer"),
     ({"task": {"batch_size": True}}, "task.batch_size: True"),
     ({"task": {"bogus": 1}}, "task.bogus: unknown field; allowed fields are: dataset, dataset_args, model, model_args"),
-    ({"taks": {}}, "taks: unknown field; allowed fields are: task, controller, compare, recommend, evaluate, resources"),
+    ({"taks": {}},
+     "taks: unknown field; allowed fields are: task, controller, compare, recommend, evaluate, resources"),
     ({"controller": {"factor": 0.9}}, "controller.factor: 0.9"),
     ({"controller": {"features": "all"}}, "controller.features: 'all' is not allowed; choose one of: paper, extended"),
-    ({"controller": {"reward": "log"}}, "controller.reward: 'log' is not allowed; choose one of: dense, final, log_improvement"),
+    ({"controller": {"reward": "log"}},
+     "controller.reward: 'log' is not allowed; choose one of: dense, final, log_improvement"),
     ({"controller": {"baseline": "twins"}}, "controller.baseline: 'twins' is not allowed; choose one of: none, twin"),
-    ({"controller": {"envelope": "cos"}}, "controller.envelope: 'cos' is not allowed; choose one of: none, cosine, linear"),
+    ({"controller": {"envelope": "cos"}},
+     "controller.envelope: 'cos' is not allowed; choose one of: none, cosine, linear"),
     ({"controller": {"factors": [2.0]}}, "controller.factors: [2.0] is not allowed; give at least two factors"),
     ({"controller": {"factors": [0.5, -1.0]}}, "controller.factors[1]: -1.0"),
     ({"controller": {"action_space": "levels"}}, "controller.levels: [] is not allowed; action_space: levels needs"),
     ({"controller": {"levels": [1e-3, 1e-2]}}, "controller.levels: is only used with action_space: levels"),
     ({"controller": {"action_space": "levels", "levels": [1e-3, 0.5]}}, "controller.levels[1]: 0.5 is not allowed"),
     ({"controller": {"gae_lambda": 1.5}}, "controller.gae_lambda: 1.5"),
-    ({"controller": {"twin_policy": {"name": "FIX", "k0": 0.01}}}, "controller.twin_policy: is only used with baseline: twin"),
+    ({"controller": {"twin_policy": {"name": "FIX", "k0": 0.01}}},
+     "controller.twin_policy: is only used with baseline: twin"),
     ({"controller": {"tasks": [{"dataset": "nope"}]}}, "controller.tasks[0].dataset: 'nope' is not allowed"),
     ({"evaluate": {"seeds": [100, 1]}}, "evaluate.seeds: [100] are also tune_seeds"),
     ({"evaluate": {"cosine_grid": []}}, "evaluate.cosine_grid: give at least one value"),

@@ -111,7 +111,8 @@ def test_initial_lr_drawn_from_the_configured_set(digits):
 
 def test_divergence_ends_episode_with_penalty(digits):
     task = dataclasses.replace(TASK, optimizer="sgd")
-    env = LRControlEnv(env_config(task, ControllerConfig(initial_lr=1e6, lr_max=1e7, divergence_penalty=7.0)), data=digits)
+    env = LRControlEnv(env_config(task, ControllerConfig(initial_lr=1e6, lr_max=1e7, divergence_penalty=7.0)),
+                       data=digits)
     obs, _ = env.reset(seed=0)
     done, steps = False, 0
     while not done:

@@ -13,10 +13,17 @@ import yaml
 
 from lrservice.cli import main
 from lrservice.config import ConfigError, config_from_dict
-from lrservice.control.env import ENV_NAME
 from lrservice.control.checkpoint import CHECKPOINTS, LATEST, META_FILE, latest_checkpoint
-from lrservice.control.training import (LOG_COLUMNS, LOG_FILE, children_note, progress_line, read_log, train_controller,
-                                         write_log)
+from lrservice.control.env import ENV_NAME
+from lrservice.control.training import (
+    LOG_COLUMNS,
+    LOG_FILE,
+    children_note,
+    progress_line,
+    read_log,
+    train_controller,
+    write_log,
+)
 from lrservice.control.vector_env import VECTOR_ENV_NAME
 from lrservice.runtime import Placement
 

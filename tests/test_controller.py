@@ -9,10 +9,14 @@ import torch.nn.functional as F
 
 from lrservice.child import load_dataset
 from lrservice.child.trainer import ChildTrainer
-from lrservice.config import TaskConfig, config_from_dict
-from lrservice.config import ConfigError
-from lrservice.control.checkpoint import (EXPORT_FILE, MODULE_PATH, export_controller, latest_checkpoint,
-                                          resolve_checkpoint)
+from lrservice.config import ConfigError, TaskConfig, config_from_dict
+from lrservice.control.checkpoint import (
+    EXPORT_FILE,
+    MODULE_PATH,
+    export_controller,
+    latest_checkpoint,
+    resolve_checkpoint,
+)
 from lrservice.control.controller import ChildObserver, ControllerScheduler, LearnedController
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]  # the module fixture trains PPO (~30 s)
@@ -29,8 +33,8 @@ def checkpoints(tmp_path_factory):
     """A discrete controller trained one PPO iteration, untrained continuous and levels ones; Ray is shut down after."""
     import ray
 
-    from lrservice.control.ppo import build_ppo_config
     from lrservice.control.checkpoint import save_checkpoint
+    from lrservice.control.ppo import build_ppo_config
     from lrservice.control.training import train_controller
     from lrservice.runtime import plan_placement
 
@@ -145,7 +149,8 @@ def test_continuous_next_lr_uses_the_mean_as_a_log_factor(checkpoints):
     module = _rllib_module(checkpoints["continuous"])
     x = np.array([0.5, 0.6, 3.0, 1.0, 0.0, 0.01, 1e-3], dtype=np.float32)
     with torch.no_grad():
-        mean = float(module.forward_inference({"obs": torch.as_tensor(ctrl.normalise(x[None]))})["action_dist_inputs"][0, 0])
+        inputs = module.forward_inference({"obs": torch.as_tensor(ctrl.normalise(x[None]))})["action_dist_inputs"]
+        mean = float(inputs[0, 0])
     assert ctrl.next_lr(x, 1e-3) == pytest.approx(1e-3 * 1.2 ** float(np.clip(mean, -1, 1)), rel=1e-5)
 
 

@@ -87,7 +87,8 @@ def test_envelope_scales_the_level_and_the_keeping_twin_matches(data):
         obs, rewards, _, info = batch.step([KEEP])
         expected = 1e-3 * (1 + math.cos(math.pi * start / TASK.steps)) / 2
         assert info["lr"][0] == pytest.approx(expected, rel=1e-12) and info["level"][0] == pytest.approx(1e-3)
-        assert pool.lrs[s] == pytest.approx(expected, rel=1e-12) and pool.lrs[twin] == pytest.approx(expected, rel=1e-12)
+        assert pool.lrs[s] == pytest.approx(expected, rel=1e-12)
+        assert pool.lrs[twin] == pytest.approx(expected, rel=1e-12)
         assert rewards[0] == pytest.approx(0.0, abs=1e-6)
     obs, rewards, _, info = batch.step([4])  # x2 moves the level; the envelope still applies
     assert info["level"][0] == pytest.approx(2e-3) and obs[0, -1] == pytest.approx(math.log10(2e-3), rel=1e-6)

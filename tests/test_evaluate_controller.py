@@ -22,16 +22,18 @@ import yaml
 
 from lrservice.child import ChildTrainer, load_task_data
 from lrservice.cli import main
-from lrservice.compare.stats import compare_paired
 from lrservice.config import config_from_dict
 from lrservice.control.checkpoint import EXPORT_FORMAT, EXPORT_VERSION
 from lrservice.control.controller import ControllerScheduler, LearnedController
 from lrservice.control.evaluate import run_controller
+from lrservice.stats import compare_paired
 
 TASK = {"dataset": "digits", "model": "mlp", "batch_size": 32, "steps": 40, "val_subset": 64, "device": "cpu"}
 CONTROLLER = {"features": "extended", "factors": [0.5, 1.0, 2.0], "action_every": 10,
               "initial_lrs": [0.01, 0.001]}
-EVALUATE = {"tune_seeds": [5, 6], "seeds": [1, 2, 3], "constant_grid": [0.001, 0.01], "cosine_grid": [0.003, 0.03]}
+EVALUATE = {"tune_seeds": [5, 6], "seeds": [1, 2, 3], "constant_grid": [0.001, 0.01], "cosine_grid": [0.003, 0.03],
+            "rivals": [{"name": "wsd", "kind": "wsd", "grid": {"lr": [0.003, 0.03]}},
+                       {"name": "sf", "kind": "schedule_free", "params": {"warmup": 5}, "grid": {"lr": [0.003, 0.03]}}]}
 
 
 def _export(path, seed=0, controller=CONTROLLER):
@@ -51,7 +53,8 @@ def _export(path, seed=0, controller=CONTROLLER):
 
 @pytest.mark.parametrize("envelope", ["none", "cosine"])
 def test_controller_runs_equal_a_plain_child_trainer_loop(tmp_path, envelope):
-    ctrl = LearnedController.from_checkpoint(_export(tmp_path / "c.pt", controller={**CONTROLLER, "envelope": envelope}))
+    ctrl = LearnedController.from_checkpoint(_export(tmp_path / "c.pt", controller={**CONTROLLER,
+                                                                                    "envelope": envelope}))
     task = config_from_dict({"task": TASK}).task
     data = load_task_data(task)
     runs = run_controller(ctrl, task, data, [(0.01, 1), (0.001, 2)])
@@ -76,7 +79,8 @@ def test_controller_runs_equal_a_plain_child_trainer_loop(tmp_path, envelope):
 def test_scheduler_under_an_envelope_keeps_its_level_across_a_state_dict_round_trip(tmp_path):
     """A cosine-envelope controller as a torch LRScheduler: LR = level * envelope, and the level
     (not recoverable from the LR in force) is in the state dict, so a resumed run continues exactly."""
-    ctrl = LearnedController.from_checkpoint(_export(tmp_path / "c.pt", controller={**CONTROLLER, "envelope": "cosine"}))
+    ctrl = LearnedController.from_checkpoint(_export(tmp_path / "c.pt", controller={**CONTROLLER,
+                                                                                    "envelope": "cosine"}))
     task = config_from_dict({"task": TASK}).task
     data = load_task_data(task)
     trainer = ChildTrainer(task, data=data)
@@ -144,19 +148,36 @@ def test_cli_writes_tuned_paired_evidence(tmp_path, capsys):
     assert printed.count("[lrservice] children: batched (mlp fast path)\n") == 1
     runs = pd.read_parquet(out / "runs.parquet")
     summary = pd.read_parquet(out / "summary.parquet")
-    # tuning: each baseline's LR is the grid point with the lowest mean validation loss on the tune seeds
-    from lrservice.control.evaluate import run_baselines
+    # tuning: each rival's LR is the grid point with the lowest mean validation loss on the tune seeds, each
+    # child trained alone here (ChildTrainer under the kind's own scheduler or optimizer), not in the pool
+    from lrservice.kinds import get_kind
 
-    task = config_from_dict({"task": TASK}).task
-    tune_runs = run_baselines(task, load_task_data(task), [(k, lr, s) for k, g in (("constant", EVALUATE["constant_grid"]),
-                                                          ("cosine", EVALUATE["cosine_grid"])) for lr in g for s in EVALUATE["tune_seeds"]])
-    for kind in ("constant", "cosine"):
-        means = {lr: np.mean([r.val_loss for r in tune_runs if r.arm == kind and r.initial_lr == lr])
-                 for lr in EVALUATE[f"{kind}_grid"]}
-        assert runs[runs.arm == kind].initial_lr.unique().tolist() == [min(means, key=means.get)]
+    config = config_from_dict({"task": TASK})
+    task, data = config.task, load_task_data(config.task)
+
+    def alone(kind, params, seed):
+        k = get_kind(kind)
+        params = k.resolve(params, config)
+        trainer = ChildTrainer(task, data=data)
+        trainer.reset(k.initial_lr(params), seed, optimizer_factory=k.optimizer_factory(task, params))
+        sched = k.scheduler(trainer.optimizer, params)
+        trainer.train_steps(task.steps, after_step=(lambda s, loss: sched.step()) if sched else None)
+        return trainer.evaluate("val").loss
+
+    grids = {"constant": ("constant", {}, EVALUATE["constant_grid"]), "cosine": ("cosine", {}, EVALUATE["cosine_grid"]),
+             **{r["name"]: (r["kind"], r.get("params", {}), r["grid"]["lr"]) for r in EVALUATE["rivals"]}}
+    best_mean = {}
+    for name, (kind, fixed, grid) in grids.items():
+        means = {lr: np.mean([alone(kind, {**fixed, "lr": lr}, s) for s in EVALUATE["tune_seeds"]]) for lr in grid}
+        pick = min(means, key=means.get)
+        best_mean[name] = means[pick]
+        assert runs[runs.arm == name].initial_lr.unique().tolist() == [pick], name
+        assert means[pick] == pytest.approx(min(means.values()), rel=1e-4)
+    best = min(best_mean, key=best_mean.get)
+    assert set(summary.best_rival) == {best}  # picked on the tune seeds
     # held-out seeds only, every arm on every seed
     assert sorted(runs.seed.unique()) == EVALUATE["seeds"]
-    assert len(runs) == 2 * 3 + 2 * 3  # two baselines + the controller from two initial LRs, three seeds each
+    assert len(runs) == 4 * 3 + 2 * 3  # four rivals + the controller from two initial LRs, three seeds each
     # paired differences recomputed from the per-run rows
     cosine = runs[runs.arm == "cosine"].set_index("seed").val_loss
     for lr in CONTROLLER["initial_lrs"]:
@@ -166,6 +187,8 @@ def test_cli_writes_tuned_paired_evidence(tmp_path, capsys):
         assert row.dval_vs_cosine == pytest.approx(float(np.mean(mine.values - cosine.loc[mine.index].values)))
         assert (row.dval_vs_cosine_low, row.dval_vs_cosine_high) == pytest.approx((expected.ci_low, expected.ci_high))
         assert row.verdict_vs_cosine == expected.verdict
+        rival = runs[runs.arm == best].set_index("seed").val_loss
+        assert row.dval_vs_best == pytest.approx(float(np.mean(mine.values - rival.loc[mine.index].values)))
     assert "1,234 training (pretrained, reused)" in (out / "summary.md").read_text()
     assert (out / "lr_trajectories.png").stat().st_size > 0
 

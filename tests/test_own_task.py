@@ -16,7 +16,6 @@ import textwrap
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -245,7 +244,8 @@ BAD = [
     ("no-colon", {"model": "owntask_plugin.Net"}, "task.model: 'owntask_plugin.Net' is not allowed; choose one of"),
     ("bad-syntax", {"dataset": "owntask_plugin:"}, "task.dataset: 'owntask_plugin:' is not allowed"),
     ("missing-module", {"model": "no_such_pkg.models:Net"}, "task.model: module 'no_such_pkg.models'"),
-    ("missing-attribute", {"model": f"{PACKAGE}:Missing"}, f"task.model: module '{PACKAGE}' has no attribute 'Missing'"),
+    ("missing-attribute", {"model": f"{PACKAGE}:Missing"},
+     f"task.model: module '{PACKAGE}' has no attribute 'Missing'"),
     ("not-callable", {"loss": f"{PACKAGE}:NOT_CALLABLE"}, "task.loss: 'owntask_plugin:NOT_CALLABLE' is a int"),
     ("factory-raises", {"model": f"{PACKAGE}:factory_raises"}, "task.model: factory 'owntask_plugin:factory_raises' "
                                                                "raised RuntimeError: no GPU kernels"),
@@ -256,7 +256,8 @@ BAD = [
     ("no-train", {"dataset": f"{PACKAGE}:load_no_train"}, "task.dataset: 'owntask_plugin:load_no_train' returned no "
                                                           "'train' split"),
     ("mismatched", {"dataset": f"{PACKAGE}:load_mismatched"}, "task.dataset: split 'train' has 100 inputs but 90"),
-    ("float-labels", {"dataset": f"{PACKAGE}:load_float_labels"}, "task.dataset: split 'train' labels are not integers"),
+    ("float-labels", {"dataset": f"{PACKAGE}:load_float_labels"},
+     "task.dataset: split 'train' labels are not integers"),
     ("label-range", {"dataset": f"{PACKAGE}:load_label_out_of_range"}, "labels in [0, 2], outside [0, 1]"),
     ("not-mapping", {"dataset": f"{PACKAGE}:load_not_mapping"}, "returned a list, not a mapping"),
     ("loader-raises", {"dataset": f"{PACKAGE}:load_raises"}, "task.dataset: loader 'owntask_plugin:load_raises' "
@@ -346,7 +347,8 @@ def test_a_plugin_task_goes_through_every_command(plugin_dir, tmp_path):
                     "max_concurrent_trials": 2, "checkpoint_every": 20, "target_accuracy": 0.5, "arms": [
                         {"name": "constant", "kind": "constant", "grid": {"lr": [0.003, 0.03]}},
                         {"name": "cosine", "kind": "cosine", "params": {"lr": 0.01}},
-                        {"name": "cos-zoo", "kind": "policy", "params": {"name": "COS", "k0": 0.0, "k1": 0.01, "l": 40}},
+                        {"name": "cos-zoo", "kind": "policy",
+                         "params": {"name": "COS", "k0": 0.0, "k1": 0.01, "l": 40}},
                         {"name": "controller", "kind": "controller",
                          "params": {"checkpoint": "pretrained:digits-mlp", "lr": 0.003}},
                         {"name": "pbt", "kind": "pbt", "params": {"population": 4, "interval": 20}}]},
@@ -419,7 +421,8 @@ def test_the_python_api_compares_arms_on_a_plugin_task(plugin_dir, tmp_path):
                                                 {"name": "ctrl", "kind": "controller",
                                                  "params": {"checkpoint": "pretrained:digits-mlp", "lr": 0.003}}]}},
                                log=lambda line: None)
-    assert sorted(zip(result.trials.arm, result.trials.seed)) == [("cosine", 0), ("cosine", 1), ("ctrl", 0), ("ctrl", 1)]
+    assert sorted(zip(result.trials.arm, result.trials.seed)) == [("cosine", 0), ("cosine", 1),
+                                                                  ("ctrl", 0), ("ctrl", 1)]
     assert set(result.steps.step) == {20, 40} and result.trials.test_accuracy.between(0, 1).all()
 
 

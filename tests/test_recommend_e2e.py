@@ -67,7 +67,8 @@ def test_claims_match_parquet(recommendation):
     for _, run in runs.iterrows():
         curve = steps[steps.trial_id == run.trial_id].sort_values("step")
         expect = _first_reach(zip(curve.step, curve.val_accuracy), TARGET)
-        got = None if run.steps_to_target != run.steps_to_target or run.steps_to_target is None else int(run.steps_to_target)
+        missing = run.steps_to_target is None or run.steps_to_target != run.steps_to_target  # None or NaN
+        got = None if missing else int(run.steps_to_target)
         assert got == expect, (run.candidate, run.seed, run.scale)
         assert curve.step.max() == run.steps_run
 

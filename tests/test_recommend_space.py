@@ -48,7 +48,8 @@ def test_scale_policy_scales_every_value(name):
     p = space.sample_policy(name, np.random.default_rng(1), BUDGET, LR)
     for factor in (0.1, 10.0):
         scaled = space.scale_policy(p, factor)
-        np.testing.assert_allclose(scaled.values(range(BUDGET)), factor * p.values(range(BUDGET)), rtol=1e-9, atol=1e-15)
+        np.testing.assert_allclose(scaled.values(range(BUDGET)), factor * p.values(range(BUDGET)), rtol=1e-9,
+                                   atol=1e-15)
 
 
 def test_recommended_composite_boundaries_restart_the_clock():
@@ -86,7 +87,8 @@ def test_composite_drives_a_torch_optimizer_through_its_dict():
 
 def _run(candidate, seed, scale, steps, final, test=0.9, gap=0.1):
     return {"candidate": candidate, "policy": json.dumps({"name": "FIX", "k0": 0.001}), "label": candidate,
-            "seed": seed, "scale": scale, "steps_to_target": steps, "seconds_to_target": None if steps is None else steps / 100,
+            "seed": seed, "scale": scale, "steps_to_target": steps,
+            "seconds_to_target": None if steps is None else steps / 100,
             "final_val_accuracy": final, "test_accuracy": test, "loss_gap": gap}
 
 
@@ -121,7 +123,8 @@ def test_summarise_and_rank_by_hand():
 def test_rows_from_reports_recomputes_cost():
     run = {"candidate": "x", "label": "x", "policy": {"name": "FIX", "k0": 0.001}, "seed": 1, "scale": 1.0}
     reports = [{"step": 10 * i, "val_accuracy": acc, "val_loss": 1.0, "train_loss": 1.0, "lr": 0.001,
-                "seconds": 0.5 * i, "diverged": False, "final": False} for i, acc in enumerate([0.5, 0.8, 0.91, 0.85], 1)]
+                "seconds": 0.5 * i, "diverged": False, "final": False} for i, acc in enumerate([0.5, 0.8, 0.91, 0.85],
+                                                                                               1)]
     steps, row = rows_from_reports("search", run, "t1", reports, 0.9)
     assert len(steps) == 4 and row["steps_to_target"] == 30 and row["seconds_to_target"] == 1.5
     assert not row["completed"] and row["steps_run"] == 40 and row["best_val_accuracy"] == 0.91

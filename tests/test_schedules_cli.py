@@ -38,7 +38,8 @@ def test_list_prints_all_34_policies_with_params_and_formula(capsys):
 
 def test_plot_writes_a_png_and_prints_its_path(tmp_path, capsys):
     out = tmp_path / "plots" / "cos.png"
-    assert _run(["schedule", "plot", "--policy", "COS", "--k0", "0", "--k1", "0.1", "--l", "100", "--out", str(out)]) == 0
+    assert _run(["schedule", "plot", "--policy", "COS", "--k0", "0", "--k1", "0.1", "--l", "100", "--out",
+                 str(out)]) == 0
     _assert_png(out)
     printed = capsys.readouterr().out
     assert str(out) in printed and "300 steps" in printed
@@ -88,7 +89,8 @@ def test_through_the_lrservice_cli(tmp_path, capsys):
     except ModuleNotFoundError as exc:  # other commands not written yet
         pytest.skip(f"lrservice CLI incomplete: {exc}")
     out = tmp_path / "tri.png"
-    assert cli.main(["schedule", "plot", "--policy", "TRI", "--k0", "0.001", "--k1", "0.1", "--l", "20", "--out", str(out)]) == 0
+    assert cli.main(["schedule", "plot", "--policy", "TRI", "--k0", "0.001", "--k1", "0.1", "--l", "20", "--out",
+                     str(out)]) == 0
     _assert_png(out)
     assert cli.main(["schedule", "plot", "--policy", "TRI", "--k0", "0.001"]) == 1
     assert "TRI: missing parameter" in capsys.readouterr().err

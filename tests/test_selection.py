@@ -12,8 +12,16 @@ import torch
 import yaml
 
 from lrservice.config import ConfigError, config_from_dict, stored_sections
-from lrservice.control.selection import (SELECTION_COLUMNS, checkpoint_line, checkpoint_score, marked, pick,
-                                         read_selection, scores, write_selection)
+from lrservice.control.selection import (
+    SELECTION_COLUMNS,
+    checkpoint_line,
+    checkpoint_score,
+    marked,
+    pick,
+    read_selection,
+    scores,
+    write_selection,
+)
 
 STARTS = (1e-2, 1e-3, 1e-4)
 

@@ -135,7 +135,8 @@ def child_data(name: str, splits: Any, val_size: int, split_seed: int = 0, max_t
         top = max(int(y.max()) if y.numel() else -1 for _, y in parts.values()) + 1
         num_classes = top if num_classes is None else num_classes
         if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
-            raise ConfigError(f"{field}: {name!r} num_classes {num_classes!r} is not allowed; it must be an integer >= 2")
+            raise ConfigError(f"{field}: {name!r} num_classes {num_classes!r} is not allowed; it must be an "
+                              f"integer >= 2")
         for k, (_, y) in parts.items():
             if y.numel() and (int(y.min()) < 0 or int(y.max()) >= num_classes):
                 raise ConfigError(f"{field}: {name!r} split {k!r} has labels in [{int(y.min())}, {int(y.max())}], "
@@ -212,7 +213,8 @@ def _standardise(train: torch.Tensor, *others: torch.Tensor) -> list[torch.Tenso
 
 
 def digits(root: str | Path | None = None, test_fraction: float = 0.2) -> dict:
-    """scikit-learn's 1,797 8x8 digits as ``(N, 1, 8, 8)``; the test split is a fixed 20%, 300 held out for validation."""
+    """scikit-learn's 1,797 8x8 digits as ``(N, 1, 8, 8)``; the test split is a fixed 20%, and 300 training
+    samples at most are held out for validation."""
     from sklearn.datasets import load_digits as sk_digits
 
     bunch = sk_digits()
@@ -273,7 +275,8 @@ def _save_npz_atomic(path: Path, arrays: dict[str, np.ndarray]) -> None:
         raise
 
 
-def mnist1d_arrays(root: str | Path, num_samples: int = MNIST1D_SAMPLES, seed: int = MNIST1D_SEED) -> dict[str, np.ndarray]:
+def mnist1d_arrays(root: str | Path, num_samples: int = MNIST1D_SAMPLES,
+                   seed: int = MNIST1D_SEED) -> dict[str, np.ndarray]:
     """The cached arrays; generated and cached when the file is missing or unreadable."""
     path = mnist1d_cache_path(root, num_samples, seed)
     try:

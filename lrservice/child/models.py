@@ -9,11 +9,10 @@ model comes through the same door (:func:`build_model`): ``factory(input_shape, 
 from __future__ import annotations
 
 import math
+from typing import Any, Mapping, Sequence
 
 import torch
 from torch import nn
-
-from typing import Any, Mapping, Sequence
 
 from lrservice.child.names import MODELS
 from lrservice.child.plugins import resolve

@@ -56,8 +56,9 @@ class SeparateChildren:
         self._last = np.zeros((num_children, 7), dtype=np.float32)
         self._last_eval = [Evaluation(float("nan"), float("nan"))] * num_children
 
-    def reset_child(self, i: int, lr: float, seed: int) -> None:
-        self.children[i].reset(lr, seed)
+    def reset_child(self, i: int, lr: float, seed: int, optimizer_factory=None) -> None:
+        """As ``ChildTrainer.reset``; ``optimizer_factory`` gives this child another optimizer than the task's."""
+        self.children[i].reset(lr, seed, optimizer_factory=optimizer_factory)
 
     @property
     def lrs(self) -> np.ndarray:

@@ -12,9 +12,9 @@ import math
 
 import torch
 
+from lrservice.child.models import task_model
 from lrservice.child.observer import output_layer
 from lrservice.child.trainer import cached_task_data, task_loss
-from lrservice.child.models import task_model
 from lrservice.config import ConfigError, TaskConfig
 
 
@@ -61,9 +61,10 @@ def check_task(task: TaskConfig, path: str = "task") -> str:
                           f"{tuple(y.shape)}: {type(exc).__name__}: {exc}") from None
     if not isinstance(loss, torch.Tensor) or loss.numel() != 1 or not loss.requires_grad:
         raise ConfigError(f"{loss_field}: {task.loss!r} must return a scalar tensor that depends on the outputs "
-                          f"(got {type(loss).__name__}{'' if not isinstance(loss, torch.Tensor) else tuple(loss.shape)})")
+                          f"(got {type(loss).__name__}{tuple(loss.shape) if isinstance(loss, torch.Tensor) else ''})")
     if not math.isfinite(float(loss.detach())):
-        raise ConfigError(f"{loss_field}: {task.loss!r} is {float(loss.detach())} on a fresh model's outputs; it must be finite")
+        raise ConfigError(f"{loss_field}: {task.loss!r} is {float(loss.detach())} on a fresh model's outputs; "
+                          "it must be finite")
     loss.backward()
     params = sum(p.numel() for p in model.parameters())
     shape = "x".join(map(str, data.input_shape))

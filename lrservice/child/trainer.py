@@ -110,12 +110,18 @@ class ChildTrainer:
         self.loss = task_loss(task)
 
     # -- lifecycle -------------------------------------------------------------------------
-    def reset(self, lr: float, seed: int | None = None) -> None:
-        """Fresh weights and optimizer state from ``seed`` (default: the task's seed)."""
+    def reset(self, lr: float, seed: int | None = None,
+              optimizer_factory: Callable[..., torch.optim.Optimizer] | None = None) -> None:
+        """Fresh weights and optimizer state from ``seed`` (default: the task's seed).
+
+        ``optimizer_factory(params, lr)`` builds another optimizer than the task's (an
+        optimizer-level arm kind, e.g. Schedule-Free AdamW).
+        """
         seed = self.task.seed if seed is None else seed
         torch.manual_seed(seed)
         self.model = task_model(self.task, self.data.input_shape, self.data.num_classes).to(self.device)
-        self.optimizer = make_optimizer(self.task, self.model.parameters(), lr)
+        factory = optimizer_factory or (lambda params, lr: make_optimizer(self.task, params, lr))
+        self.optimizer = factory(self.model.parameters(), lr)
         self._batch_gen = torch.Generator().manual_seed(seed + 1_000_003)
         self._order = torch.empty(0, dtype=torch.int64)
         self._cursor = 0
@@ -188,6 +194,7 @@ class ChildTrainer:
             raise RuntimeError("ChildTrainer.reset(lr) must be called before training")
         if lr is not None:
             self.lr = lr
+        self._optimizer_mode("train")
         self.model.train()
         total, taken = 0.0, 0
         for _ in range(k):
@@ -209,9 +216,18 @@ class ChildTrainer:
         mean = total / taken if taken else float("nan")
         return TrainResult(mean_loss=mean, steps=taken, diverged=self.diverged)
 
+    def _optimizer_mode(self, mode: str) -> None:
+        """Schedule-free optimizers train at one point and are evaluated at another: they offer
+        ``train()``/``eval()`` (torch's optimizers do not), called before training and before every
+        evaluation or observation; switching to the mode already in force changes nothing."""
+        switch = getattr(self.optimizer, mode, None)
+        if callable(switch):
+            switch()
+
     # -- evaluation ------------------------------------------------------------------------
     @torch.no_grad()
     def logits(self, x: torch.Tensor) -> torch.Tensor:
+        self._optimizer_mode("eval")
         self.model.eval()
         return torch.cat([self.model(x[i:i + EVAL_CHUNK]) for i in range(0, x.shape[0], EVAL_CHUNK)])
 
@@ -233,6 +249,7 @@ class ChildTrainer:
         Train loss is the mean since the previous observation; the prediction change is
         measured against the logits seen at that observation.
         """
+        self._optimizer_mode("eval")
         feats = self.observer()
         val = Evaluation(loss=self.observer.last_val_loss, accuracy=self.observer.last_val_accuracy)
         if not math.isfinite(val.loss):

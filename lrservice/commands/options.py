@@ -14,7 +14,8 @@ def add_run_options(parser: argparse.ArgumentParser, *, resume_help: str, overwr
     parser.add_argument("--config", required=True, help="YAML/JSON run config (see configs/)")
     parser.add_argument("--resume", action="store_true", help=resume_help)
     if overwrite:
-        parser.add_argument("--overwrite", action="store_true", help="delete an existing run dir of the same name first")
+        parser.add_argument("--overwrite", action="store_true",
+                            help="delete an existing run dir of the same name first")
     parser.add_argument("--download", action="store_true", help="let torchvision datasets download into task.data_dir")
     add_address_argument(parser)
 

@@ -24,7 +24,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--target-accuracy", type=float, default=None,
                         help="validation accuracy to reach (default: recommend.target_accuracy)")
     parser.add_argument("--budget", type=int, default=None, help="training steps per run (default: recommend.budget)")
-    parser.add_argument("--num-samples", type=int, default=None, help="zoo policies to sample (default: recommend.num_samples)")
+    parser.add_argument("--num-samples", type=int, default=None,
+                        help="zoo policies to sample (default: recommend.num_samples)")
     add_run_options(parser, resume_help="continue the run in recommend.output_dir/recommend.name")
     parser.set_defaults(func=run)
     return parser

@@ -16,7 +16,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "report", help="ranked table, plots and report.md/html from a compare run dir",
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("run_dir", help="a run dir written by `lrservice compare` (holds steps.parquet, trials.parquet)")
+    parser.add_argument("run_dir",
+                        help="a run dir written by `lrservice compare` (holds steps.parquet, trials.parquet)")
     parser.set_defaults(func=run)
     return parser
 

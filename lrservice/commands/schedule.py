@@ -30,7 +30,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     plot.add_argument("--gamma", type=float, help="decay base (slope for SIG)")
     plot.add_argument("--p", type=float, help="power (POLY, INV)")
     plot.add_argument("--l", help="period in steps, or comma-separated boundaries for NSTEP (e.g. 300,600)")
-    plot.add_argument("--config-json", help='a policy dict instead of flags, e.g. {"compose": [...], "boundaries": [...]}')
+    plot.add_argument("--config-json",
+                      help='a policy dict instead of flags, e.g. {"compose": [...], "boundaries": [...]}')
     plot.add_argument("--steps", type=int, help="number of steps to plot (default 3*l, else 1000)")
     plot.add_argument("--out", help="PNG path (default schedule-<NAME>.png)")
     parser.set_defaults(func=run)

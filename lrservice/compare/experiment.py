@@ -29,20 +29,32 @@ from typing import Any, Callable, Mapping
 from ray import tune
 
 from lrservice import stage
-from lrservice.compare.arms import eval_specs, pick_winners, tune_specs
+from lrservice.compare.arms import check_compare, eval_specs, pick_winners, tune_specs
 from lrservice.compare.cost import add_costs, controller_cost
 from lrservice.compare.population import exploit_parts, read_reports, recorder, reports_path, run_population
 from lrservice.compare.report import build_report
-from lrservice.compare.results import (EXPLOITS_FILE, EXPLOITS_SCHEMA, STEPS_FILE, STEPS_SCHEMA, TRIALS_FILE,
-                                       TRIALS_SCHEMA, arm_summary, baseline_arms, combine, format_summary, read_table,
-                                       rows_from_reports, to_table)
+from lrservice.compare.results import (
+    EXPLOITS_FILE,
+    EXPLOITS_SCHEMA,
+    STEPS_FILE,
+    STEPS_SCHEMA,
+    TRIALS_FILE,
+    TRIALS_SCHEMA,
+    arm_summary,
+    baseline_arms,
+    combine,
+    format_summary,
+    read_table,
+    rows_from_reports,
+    to_table,
+)
 from lrservice.compare.tensorboard import DIRNAME, write_tensorboard
 from lrservice.compare.trainable import spec_from_config, trial_trainable
 from lrservice.config import ConfigError, RunConfig
 from lrservice.control.checkpoint import resolve_checkpoint
 from lrservice.control.training import train_controller
 from lrservice.files import write_parquet, write_text
-from lrservice.preflight import check_compare
+from lrservice.kinds import get_kind
 from lrservice.runtime import connect
 
 Log = Callable[[str], None]
@@ -69,7 +81,7 @@ def ensure_controllers(config: RunConfig, run_dir: Path, resume: bool, log: Log)
     """
     arms, trained = [], None
     for i, arm in enumerate(config.compare.arms):
-        if arm.kind != "controller":
+        if not get_kind(arm.kind).learned:
             arms.append(arm)
             continue
         path = str(arm.params.get("checkpoint", "auto"))
@@ -152,7 +164,8 @@ def _collect(name: str, grid, recorded: Mapping[str, list[dict]], log: Log) -> t
         else:
             trials.append(summary)
     if unfinished:
-        log(f"[lrservice] {name}: {len(unfinished)} trial(s) did not finish and have no summary row: {', '.join(unfinished)}")
+        log(f"[lrservice] {name}: {len(unfinished)} trial(s) did not finish and have no summary row: "
+            f"{', '.join(unfinished)}")
     return steps, trials
 
 
@@ -164,7 +177,8 @@ def run_experiment(name: str, run_dir: Path, param_space: dict, trainable, confi
                    resume: bool, log: Log, scheduler=None, num_samples: int = 1) -> list[dict]:
     """Run (or skip, when its parts exist) one Tune experiment; returns its summary rows."""
     reports = reports_path(run_dir, name)
-    experiment = dataclasses.replace(experiment_stage(name, run_dir, param_space, trainable, config, scheduler, num_samples),
+    experiment = dataclasses.replace(experiment_stage(name, run_dir, param_space, trainable, config, scheduler,
+                                                      num_samples),
                                      callbacks=(recorder(reports, with_config=True),))
     if experiment.complete:
         log(f"[lrservice] {name}: already complete ({experiment.part('trials').name}); skipping")
@@ -176,7 +190,8 @@ def run_experiment(name: str, run_dir: Path, param_space: dict, trainable, confi
     grid = stage.fit(experiment, resume, log)
     steps, trials = _collect(name, grid, read_reports(reports), log)
     for error in grid.errors:
-        log(f"[lrservice] {name}: a trial failed after {config.compare.max_failures} retries: {str(error).splitlines()[0][:200]}")
+        log(f"[lrservice] {name}: a trial failed after {config.compare.max_failures} retries: "
+            f"{str(error).splitlines()[0][:200]}")
     stage.write_parts(experiment, [to_table(steps, STEPS_SCHEMA), to_table(trials, TRIALS_SCHEMA)])
     log(f"[lrservice] {name}: {len(trials)} trials finished in {time.perf_counter() - started:.0f} s")
     return trials
@@ -201,25 +216,29 @@ def _describe(specs: list[dict]) -> str:
 def _controller_costs(config: RunConfig, run_dir: Path) -> dict:
     """Training cost of each controller arm's controller: trained in this run, or pretrained."""
     costs = {}
-    for arm in (a for a in config.compare.arms if a.kind == "controller"):
+    for arm in (a for a in config.compare.arms if get_kind(a.kind).learned):
         path = Path(arm.params["checkpoint"])
         trained_here = (run_dir / "controller") in (path, *path.parents)
         costs[arm.name] = controller_cost(path, trained_here, config.controller.action_every)
     return costs
 
 
-def run_compare(config: RunConfig, resume: bool = False, overwrite: bool = False, log: Log = print) -> Path:
+def run_compare(config: RunConfig, resume: bool = False, overwrite: bool = False, log: Log = print,
+                checked: bool = False) -> Path:
     """The whole comparison: controller (if auto), tune phase, eval phase, PBT, Parquet, report.
 
-    Returns the run dir. Rerunning with ``resume=True`` continues where it stopped.
+    Returns the run dir. Rerunning with ``resume=True`` continues where it stopped. ``checked``:
+    the caller already ran :func:`check_compare` (the CLI does, before it imports Ray).
     """
-    check_compare(config)  # every check the config allows, before Ray starts
+    if not checked:
+        check_compare(config)  # every check the config allows, before Ray starts
     wall = time.perf_counter()
     run_dir, run_id = prepare_run_dir(config, resume, overwrite, log)
     connect(config.resources, log=log)
     trainable, placement = trial_trainable(config.resources)
     log(f"[lrservice] placement: {placement.note}; each trial asks for {placement.trial}")
-    log(f"[lrservice] TensorBoard (one line per arm and seed, written at the end): tensorboard --logdir {run_dir / DIRNAME}; "
+    log(f"[lrservice] TensorBoard (one line per arm and seed, written at the end): "
+        f"tensorboard --logdir {run_dir / DIRNAME}; "
         f"Tune's per-trial curves as they run: tensorboard --logdir {run_dir}")
     config = ensure_controllers(config, run_dir, resume, log)
     names = []
@@ -227,13 +246,14 @@ def run_compare(config: RunConfig, resume: bool = False, overwrite: bool = False
     specs = tune_specs(config, run_id)
     winners: dict[str, dict] = {}
     if specs:
-        log(f"[lrservice] phase tune: {len(specs)} trials ({_describe(specs)}) on tune seeds {list(config.compare.tune_seeds)}")
+        log(f"[lrservice] phase tune: {len(specs)} trials ({_describe(specs)}) "
+            f"on tune seeds {list(config.compare.tune_seeds)}")
         rows = run_experiment("tune", run_dir, {"spec": tune.grid_search(specs)}, trainable, config, resume, log)
         names.append("tune")
         winners = {arm: json.loads(json.dumps(p)) for arm, p in pick_winners(
             {**r, "params": json.loads(r["params"])} for r in rows).items()}
         for arm in config.compare.arms:
-            if arm.grid and arm.kind != "pbt":
+            if arm.grid and get_kind(arm.kind).tunable:
                 if arm.name not in winners:
                     raise RuntimeError(f"phase tune: no trial of arm {arm.name!r} finished; rerun with --resume")
                 log(f"[lrservice] tune winner for {arm.name}: {json.dumps(winners[arm.name], sort_keys=True)}")
@@ -245,7 +265,7 @@ def run_compare(config: RunConfig, resume: bool = False, overwrite: bool = False
         names.append("eval")
 
     pbt_names = []
-    for arm in (a for a in config.compare.arms if a.kind == "pbt"):
+    for arm in (a for a in config.compare.arms if get_kind(a.kind).population):
         for seed in config.compare.seeds:  # one independent population per held-out seed
             pbt_names.append(run_population(arm, seed, config, run_id, run_dir, resume, log))
     names += pbt_names

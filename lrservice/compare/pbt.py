@@ -36,7 +36,8 @@ def exploits(rows: pd.DataFrame) -> pd.DataFrame:
                             "parent_member": _int(donor["member"].iloc[0]) if len(donor) else None,
                             "old_lr": last_lr, "new_lr": float(r.lr)})
             last_parent, last_lr = parent, float(r.lr)
-    columns = ["run_id", "arm", "seed", "trial_id", "member", "step", "parent_trial_id", "parent_member", "old_lr", "new_lr"]
+    columns = ["run_id", "arm", "seed", "trial_id", "member", "step", "parent_trial_id", "parent_member",
+               "old_lr", "new_lr"]
     return pd.DataFrame(out, columns=columns)
 
 

@@ -16,9 +16,19 @@ from typing import Callable
 import pandas as pd
 from matplotlib.figure import Figure  # Agg canvas: no display needed
 
-from lrservice.compare.results import (STEPS_FILE, STEPS_SCHEMA, TRIALS_FILE, TRIALS_SCHEMA, SUMMARY_HEAD,
-                                       arm_summary, baseline_arms, format_summary, read_table, summary_cells)
 from lrservice.compare.pbt import replay_arms, replay_yaml
+from lrservice.compare.results import (
+    STEPS_FILE,
+    STEPS_SCHEMA,
+    SUMMARY_HEAD,
+    TRIALS_FILE,
+    TRIALS_SCHEMA,
+    arm_summary,
+    baseline_arms,
+    format_summary,
+    read_table,
+    summary_cells,
+)
 from lrservice.files import write_text
 
 PLOTS = ("val_loss.png", "lr.png")
@@ -104,7 +114,8 @@ def build_report(run_dir: str | Path, log: Callable[[str], None] = print, echo: 
     members = trials[trials["phase"] == "pbt"]
     about = (f"Task: {task.get('dataset', '?')} / {task.get('model', '?')}, {task.get('steps', '?')} steps, "
              f"batch {task.get('batch_size', '?')}, optimizer {task.get('optimizer', '?')}. "
-             f"Eval results: {int((trials['phase'] == 'eval').sum())}; tune trials: {int((trials['phase'] == 'tune').sum())}; "
+             f"Eval results: {int((trials['phase'] == 'eval').sum())}; "
+             f"tune trials: {int((trials['phase'] == 'tune').sum())}; "
              f"PBT members: {len(members)}. Target accuracy (validation): {target.iloc[0] if len(target) else '?'}.")
     how = ("Arms ranked by mean final validation loss over held-out seeds (mean ± std; steps to target over the "
            "seeds that reached it). Δ test loss: per-seed difference to the best tuned baseline on the same seeds, "

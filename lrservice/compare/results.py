@@ -19,7 +19,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from lrservice.compare.stats import compare_paired
+from lrservice.kinds import baselines, get_kind
+from lrservice.stats import compare_paired
 
 STEPS_SCHEMA = pa.schema([
     ("run_id", pa.string()),
@@ -92,7 +93,7 @@ _TRIAL_METRICS = ("steps_done", "test_loss", "test_accuracy", "top5_accuracy", "
 def params_json(spec: Mapping[str, Any]) -> str:
     """A trial's params as canonical JSON; a PBT trial's (final) ``lr`` is included."""
     params = dict(spec.get("params", {}))
-    if spec.get("kind") == "pbt" and "lr" in spec:
+    if "lr" in spec and spec.get("kind") and get_kind(spec["kind"]).population:
         params["lr"] = spec["lr"]
     return json.dumps(params, sort_keys=True, default=str)
 
@@ -213,10 +214,10 @@ def combine(parts: Iterable[str | os.PathLike], schema: pa.Schema, key: str) -> 
 
 
 def baseline_arms(config: Mapping[str, Any]) -> list[str]:
-    """Names of the tuned baselines (constant/step/cosine/cyclic arms with a grid) of a plain
-    config dict; the untuned baselines when none is tuned."""
+    """Names of the tuned baselines (arms of a kind in :func:`lrservice.kinds.baselines`, with a grid)
+    of a plain config dict; the untuned baselines when none is tuned."""
     arms = config.get("compare", {}).get("arms", [])
-    kinds = ("constant", "step", "cosine", "cyclic")
+    kinds = baselines()
     tuned = [a["name"] for a in arms if a.get("kind") in kinds and a.get("grid")]
     return tuned or [a["name"] for a in arms if a.get("kind") in kinds]
 
@@ -273,7 +274,8 @@ def _by_seed(df: pd.DataFrame, arm: str) -> dict[int, float]:
     return {int(s): float(v) for s, v in zip(g["seed"], g["test_loss"].astype("float64"))}
 
 
-SUMMARY_HEAD = ["rank", "arm", "seeds", "final val loss", "test loss", "test acc", "Δ test loss vs best baseline [95% CI]",
+SUMMARY_HEAD = ["rank", "arm", "seeds", "final val loss", "test loss", "test acc",
+                "Δ test loss vs best baseline [95% CI]",
                 "verdict", "steps to target", "reached", "diverged", "cost: child steps", "cost: trial s"]
 
 

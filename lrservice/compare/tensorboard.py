@@ -4,19 +4,20 @@ Tune's own event files (one run per trial dir, named by trial id) are kept, but 
 schedules needs one chart per metric with one readable line per arm and seed: so after a
 comparison we write ``<run dir>/tensorboard/<arm>/seed<N>/events.out.tfevents.*`` with the
 scalars ``val_loss``, ``train_loss``, ``val_accuracy`` and ``lr`` at each child step (a PBT
-arm: its deployed member's history). The directory is built beside and swapped in with
-``os.replace``, so TensorBoard never reads half of it.
+arm: its deployed member's history). The directory is built beside and swapped in by
+:func:`lrservice.files.write_atomic`, so TensorBoard never reads half of it.
 """
 
 from __future__ import annotations
 
 import math
 import os
-import shutil
 from pathlib import Path
 
 import pandas as pd
 from tensorboardX import SummaryWriter
+
+from lrservice.files import write_atomic
 
 DIRNAME = "tensorboard"
 TAGS = ("val_loss", "train_loss", "val_accuracy", "lr")
@@ -29,24 +30,17 @@ def run_name(arm: str, seed: int) -> str:
 
 def write_tensorboard(steps: pd.DataFrame, run_dir: str | os.PathLike) -> Path:
     """Write the eval rows of ``steps`` as TensorBoard runs under ``run_dir/tensorboard``; returns it."""
-    run_dir = Path(run_dir)
-    final = run_dir / DIRNAME
-    tmp = run_dir / f".{DIRNAME}.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
     ev = steps[steps["phase"] == "eval"]
-    for (arm, seed), g in ev.groupby(["arm", "seed"], sort=True):
-        writer = SummaryWriter(logdir=str(tmp / run_name(arm, seed)), flush_secs=3600)
-        for row in g.sort_values("step").itertuples():
-            for tag in TAGS:
-                value = getattr(row, tag)
-                if value is not None and not (isinstance(value, float) and math.isnan(value)):
-                    writer.add_scalar(tag, float(value), int(row.step))
-        writer.close()
-    tmp.mkdir(parents=True, exist_ok=True)
-    old = run_dir / f".{DIRNAME}.old"
-    shutil.rmtree(old, ignore_errors=True)
-    if final.exists():
-        os.replace(final, old)
-    os.replace(tmp, final)
-    shutil.rmtree(old, ignore_errors=True)
-    return final
+
+    def write(tmp: str) -> None:
+        Path(tmp).mkdir()
+        for (arm, seed), g in ev.groupby(["arm", "seed"], sort=True):
+            writer = SummaryWriter(logdir=str(Path(tmp) / run_name(arm, seed)), flush_secs=3600)
+            for row in g.sort_values("step").itertuples():
+                for tag in TAGS:
+                    value = getattr(row, tag)
+                    if value is not None and not (isinstance(value, float) and math.isnan(value)):
+                        writer.add_scalar(tag, float(value), int(row.step))
+            writer.close()
+
+    return write_atomic(Path(run_dir) / DIRNAME, write)

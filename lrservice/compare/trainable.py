@@ -24,10 +24,9 @@ from ray import tune
 
 from lrservice.child import ChildTrainer, cached_task_data
 from lrservice.config import config_from_dict
-from lrservice.control.controller import LearnedController
+from lrservice.kinds import get_kind
 from lrservice.recommend.metrics import cost, loss_gap, utility
 from lrservice.runtime import plan_placement
-from lrservice.schedules import BASELINES, PolicyScheduler, make_baseline, policy_from_dict
 
 CHECKPOINT_FILE = "trial.pt"
 _CONTROLLER_CACHE: dict = {}
@@ -36,38 +35,27 @@ Report = Callable[[dict, "Path | None"], None]
 
 
 class LRDriver:
-    """Sets the child's LR for one arm kind and remembers the LR the last step used.
+    """Sets the child's LR as its arm's kind says and remembers the LR the last step used.
 
-    baseline: a torch scheduler from :func:`make_baseline`; policy: :class:`PolicyScheduler`;
-    controller: ``ctrl.next_lr(features, lr, progress)`` at steps 0, N, 2N, ... below ``task.steps``
-    (N = ``ctrl.action_every``), as in its training episodes;
-    pbt: the trial's ``lr`` held constant (PBT changes it between checkpoints).
+    The kind's torch scheduler (if any) is stepped after every step; a learned controller
+    (``kind.controller``) sets the next LR every ``action_every`` steps; otherwise the LR the
+    optimizer was built with stays (PBT changes it between checkpoints).
     """
 
     def __init__(self, spec: Mapping[str, Any], trainer):
-        self.kind = spec["kind"]
+        self.kind = get_kind(spec["kind"])
         self.trainer = trainer
-        self.scheduler = None
-        self.controller = None
         self.action_every = 0
-        params = spec["params"]
-        if self.kind in BASELINES:
-            self.scheduler = make_baseline(self.kind, **params).scheduler(trainer.optimizer)
-        elif self.kind == "policy":
-            self.scheduler = PolicyScheduler(trainer.optimizer, policy_from_dict(params))
-        elif self.kind == "controller":
-            self.controller = _controller(params["checkpoint"])
+        params = trial_params(spec)
+        self.scheduler = self.kind.scheduler(trainer.optimizer, params)
+        self.controller = _controller(self.kind, params)
+        if self.controller is not None:
             getattr(self.controller, "reset", lambda: None)()  # cached per worker: forget the last trial
             self.action_every = int(self.controller.action_every)
-            trainer.lr = params["lr"]
-        elif self.kind == "pbt":
-            trainer.lr = spec["lr"]
-        else:
-            raise ValueError(f"kind: {self.kind!r} is not a trial kind")
         self.last_lr = trainer.lr
 
     def after_step(self, step: int, loss: float) -> None:
-        self.last_lr = self.trainer.lr
+        self.last_lr = self.kind.reported_lr(self.trainer.optimizer)
         if self.scheduler is not None:
             self.scheduler.step()
 
@@ -79,7 +67,8 @@ class LRDriver:
 
     def act(self) -> None:
         """At a controller action step (0, N, 2N, ... before the last): observe the child and set its next LR."""
-        if self.action_every and self.trainer.step % self.action_every == 0 and self.trainer.step < self.trainer.task.steps:
+        step = self.trainer.step
+        if self.action_every and step % self.action_every == 0 and step < self.trainer.task.steps:
             features, _ = self.trainer.observe()
             progress = self.trainer.step / self.trainer.task.steps
             self.trainer.lr = float(self.controller.next_lr(features, self.trainer.lr, progress))
@@ -105,23 +94,24 @@ def _data(task):
     return cached_task_data(task)
 
 
-def _controller(path: str):
-    """The learned controller at ``path``, loaded once per worker process."""
-    if path not in _CONTROLLER_CACHE:
-        _CONTROLLER_CACHE[path] = LearnedController.from_checkpoint(path)
-    return _CONTROLLER_CACHE[path]
+def _controller(kind, params: Mapping[str, Any]):
+    """The arm's learned controller (None for other kinds), loaded once per worker process."""
+    checkpoint = params.get("checkpoint") if kind.learned else None
+    if checkpoint is None:
+        return None
+    if checkpoint not in _CONTROLLER_CACHE:
+        _CONTROLLER_CACHE[checkpoint] = kind.controller(params)
+    return _CONTROLLER_CACHE[checkpoint]
+
+
+def trial_params(spec: Mapping[str, Any]) -> dict:
+    """The trial's params; a PBT member's ``lr`` (Tune's sample, top level in the spec) is one of them."""
+    return {**spec["params"], **({"lr": spec["lr"]} if "lr" in spec else {})}
 
 
 def initial_lr(spec: Mapping[str, Any]) -> float:
-    """The LR the optimizer is built with (the driver then sets the arm's own)."""
-    params = spec["params"]
-    if spec["kind"] == "pbt":
-        return float(spec["lr"])
-    if spec["kind"] == "cyclic":
-        return float(params["base_lr"])
-    if spec["kind"] == "policy":
-        return 1e-3  # PolicyScheduler sets policy(0) at construction
-    return float(params["lr"])
+    """The LR the child's optimizer is built with: the kind's LR at step 0."""
+    return get_kind(spec["kind"]).initial_lr(trial_params(spec))
 
 
 def run_trial(spec: Mapping[str, Any], report: Report, restore_dir: Path | None = None) -> dict:
@@ -133,7 +123,8 @@ def run_trial(spec: Mapping[str, Any], report: Report, restore_dir: Path | None 
     """
     task = _task(spec)
     trainer = ChildTrainer(task, data=_data(task))
-    trainer.reset(initial_lr(spec), spec["seed"])
+    kind = get_kind(spec["kind"])
+    trainer.reset(initial_lr(spec), spec["seed"], optimizer_factory=kind.optimizer_factory(task, trial_params(spec)))
     driver = LRDriver(spec, trainer)
     history = {"steps": [], "accuracies": [], "seconds": []}
     elapsed = 0.0
@@ -144,7 +135,7 @@ def run_trial(spec: Mapping[str, Any], report: Report, restore_dir: Path | None 
         state = torch.load(Path(restore_dir) / CHECKPOINT_FILE, weights_only=False)
         trainer.load_state_dict(state["child"])
         driver.load_state_dict(state["driver"])
-        if spec["kind"] == "pbt":
+        if kind.population:
             trainer.lr = spec["lr"]  # an exploited trial continues another's weights at its new LR
         history = state["history"]
         elapsed = state["elapsed"]
@@ -255,7 +246,8 @@ def tune_trial(config: dict) -> None:
     checkpoint = tune.get_checkpoint()
 
     def report(metrics: dict, directory: Path | None) -> None:
-        clean = {k: (math.nan if v is None else v) for k, v in metrics.items() if not (v is None and k.startswith("parent_"))}
+        clean = {k: (math.nan if v is None else v) for k, v in metrics.items()
+                 if not (v is None and k.startswith("parent_"))}
         if directory is None:
             tune.report(clean)
         else:

@@ -20,7 +20,8 @@ from lrservice.config import ConfigError, ControllerConfig, TaskConfig, stored_s
 FEATURE_CLIP = 1e6  # a diverged child's features are replaced by finite values within this bound
 
 
-def env_sections(env_config: Mapping[str, Any] | None, extra: tuple[str, ...] = ()) -> tuple[TaskConfig, ControllerConfig]:
+def env_sections(env_config: Mapping[str, Any] | None,
+                 extra: tuple[str, ...] = ()) -> tuple[TaskConfig, ControllerConfig]:
     """Validated task and controller sections from an RLlib ``env_config`` dict."""
     cfg = dict(env_config or {})
     allowed = ("task", "controller", *extra)

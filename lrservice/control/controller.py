@@ -150,7 +150,8 @@ class LearnedController:
         return new_level, new
 
     def next_lr(self, features: np.ndarray, lr: float, progress: float | None = None) -> float:
-        """The LR for the next ``action_every`` steps, from the LR in force ``lr`` (the level kept since :meth:`reset`)."""
+        """The LR for the next ``action_every`` steps, from the LR in force ``lr`` (the level kept since
+        :meth:`reset`)."""
         self.level, new = self.decide(features, lr, progress, self.level)
         return new
 

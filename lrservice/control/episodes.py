@@ -25,8 +25,15 @@ from lrservice.child.data import ChildData
 from lrservice.child.features import feature_set
 from lrservice.child.pool import ChildPool, child_pool
 from lrservice.config import ControllerConfig, TaskConfig
-from lrservice.control.actions import (draw_start, episode_tasks, finite_features, lr_in_force, next_lr, observed_level,
-                                       step_reward)
+from lrservice.control.actions import (
+    draw_start,
+    episode_tasks,
+    finite_features,
+    lr_in_force,
+    next_lr,
+    observed_level,
+    step_reward,
+)
 from lrservice.schedules import policy_from_dict
 
 PoolFactory = Callable[[TaskConfig, int], ChildPool]
@@ -154,7 +161,8 @@ class EpisodeBatch:
             twin_loss = twin_prev = None
             if twin is not None:
                 twin_prev = float(self.twin_prev_loss[i])
-                twin_loss = twin_evals[i].loss if np.isfinite(twin_evals[i].loss) else twin_prev  # a diverged twin stops moving
+                # a diverged twin stops moving
+                twin_loss = twin_evals[i].loss if np.isfinite(twin_evals[i].loss) else twin_prev
                 self.twin_prev_loss[i] = twin_loss
             rewards[i] = step_reward(c, loss, float(self.prev_loss[i]), finished, diverged[i], twin_loss, twin_prev)
             self.prev_loss[i] = loss

@@ -1,35 +1,41 @@
 """The evidence protocol for a learned controller (shared/DESIGN.md), run without Ray.
 
-1. Tune each baseline (constant, cosine) on its LR grid over the tune seeds; pick the LR
-   with the lowest mean final validation loss.
-2. On held-out seeds never used for tuning or training, run each tuned baseline once and
+1. Tune each rival (constant, cosine and the modern family of ``evaluate.rivals``:
+   warmup + cosine, WSD, OneCycle, linear decay, Schedule-Free AdamW, Prodigy) on its grid
+   over the tune seeds; pick the point with the lowest mean final validation loss. The
+   *best tuned rival* is the rival whose picked point scored lowest there — chosen on the
+   tune seeds, never on the held-out ones.
+2. On held-out seeds never used for tuning or training, run each tuned rival once and
    each controller from every initial LR; same seed = same initial weights and batch order.
-3. Per controller and initial LR: the paired per-seed difference of final validation loss
-   (and test accuracy) against tuned cosine and tuned constant, with 95% bootstrap CIs.
+3. Per arm and initial LR: the paired per-seed difference of final validation loss (and
+   test accuracy) against tuned cosine, tuned constant and the best tuned rival, with 95%
+   bootstrap CIs.
 
-Children of a phase train together in one child pool (batched when the model allows), so a
-whole evaluation of digits-MLP takes about a minute on a laptop core. Test metrics are
-reported, never used for selection.
+Schedule rivals of a phase train together in one child pool (batched when the model
+allows) through their kind's step -> LR function; optimizer-level rivals run as separate
+children. Test metrics are reported, never used for selection.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
 import numpy as np
 
 from lrservice.child.data import ChildData
-from lrservice.child.pool import child_pool
-from lrservice.compare.stats import compare_paired
-from lrservice.config import ControllerConfig, TaskConfig
+from lrservice.child.pool import SeparateChildren, child_pool
+from lrservice.config import ControllerConfig, RunConfig, TaskConfig
 from lrservice.control.controller import LearnedController
 from lrservice.control.episodes import EpisodeBatch, PoolFactory
-from lrservice.schedules import make_baseline
+from lrservice.control.rivals import Rival
+from lrservice.kinds import get_kind
+from lrservice.stats import compare_paired
 
 Log = Callable[[str], None]
-BASELINE_KINDS = ("constant", "cosine")  # the tuned baselines every controller is compared with (evaluate.<kind>_grid)
+REFERENCES = ("constant", "cosine", "best")  # every arm's paired differences: tuned constant, cosine, best tuned rival
 
 
 @dataclass(frozen=True)
@@ -46,18 +52,72 @@ class Run:
     diverged: bool
     lrs: tuple[float, ...]  # the LR in force every ``lr_every`` child steps from step 0
     lr_every: int  # controllers: their action_every (one LR per decision block); fixed schedules: record_every
+    kind: str = "controller"  # a rival's arm kind
+    params: str = "{}"  # a rival's params (JSON)
 
 
-def _schedule_lr(kind: str, lr: float, steps: int) -> Callable[[int], float]:
-    params = {"lr": lr, "total_steps": steps} if kind == "cosine" else {"lr": lr}
-    return make_baseline(kind, **params).to_policy()
+def _resolved(kind: str, params: dict, task: TaskConfig) -> dict:
+    """``params`` with the task's defaults (``total_steps`` and the like) filled in."""
+    return get_kind(kind).resolve(params, RunConfig(task=task))
 
 
 def run_baselines(task: TaskConfig, data: ChildData, runs: Sequence[tuple[str, float, int]],
                   record_every: int = 10) -> list[Run]:
-    """Children under tuned-baseline schedules, stepped together: ``runs`` are ``(kind, lr, seed)``."""
-    return run_schedules(task, data, [(kind, lr, seed, _schedule_lr(kind, lr, task.steps)) for kind, lr, seed in runs],
-                         record_every)
+    """Children under baseline kinds at one LR each, stepped together: ``runs`` are ``(kind, lr, seed)``."""
+    return run_arms(task, data, [(kind, kind, _resolved(kind, {"lr": lr}, task), seed) for kind, lr, seed in runs],
+                    record_every)
+
+
+def run_arms(task: TaskConfig, data: ChildData, runs: Sequence[tuple[str, str, dict, int]],
+             record_every: int = 10) -> list[Run]:
+    """Children under arm kinds, ``runs`` = ``(arm, kind, params, seed)`` with resolved params, in order.
+
+    Schedule kinds train together in one pool through :meth:`ArmKind.lr_fn`; the rest
+    (optimizer-level kinds) as separate children (:func:`run_separate`)."""
+    kinds = [get_kind(kind) for _, kind, _, _ in runs]
+    pooled = [i for i, k in enumerate(kinds) if k.batchable]
+    separate = [i for i, k in enumerate(kinds) if not k.batchable]
+    out: dict[int, Run] = {}
+    if pooled:
+        results = run_schedules(task, data, [(runs[i][0], _lr(kinds[i], runs[i][2]), runs[i][3],
+                                              kinds[i].lr_fn(runs[i][2], task.steps)) for i in pooled], record_every)
+        out.update(zip(pooled, results))
+    if separate:
+        out.update(zip(separate, run_separate(task, data, [runs[i] for i in separate], record_every)))
+    return [dataclasses.replace(out[i], kind=runs[i][1], params=json.dumps(runs[i][2], sort_keys=True))
+            for i in range(len(runs))]
+
+
+def _lr(kind, params: dict) -> float:
+    """The LR a rival's row shows: its ``lr`` param (the peak for warmup kinds), else its LR at step 0."""
+    full = kind.full(params)
+    return float(full["lr"]) if isinstance(full.get("lr"), (int, float)) else kind.initial_lr(params)
+
+
+def run_separate(task: TaskConfig, data: ChildData, runs: Sequence[tuple[str, str, dict, int]],
+                 record_every: int = 10) -> list[Run]:
+    """Children one by one (:class:`SeparateChildren`), each with its kind's optimizer and scheduler:
+    optimizer-level kinds, whose optimizers batched pools do not implement."""
+    pool = SeparateChildren(task, len(runs), data=data)
+    kinds = [get_kind(kind) for _, kind, _, _ in runs]
+    schedulers = []
+    for i, ((_, _, params, seed), kind) in enumerate(zip(runs, kinds)):
+        pool.reset_child(i, kind.initial_lr(params), seed, optimizer_factory=kind.optimizer_factory(task, params))
+        schedulers.append(kind.scheduler(pool.children[i].optimizer, params))
+    trace = []
+    for step in range(task.steps):
+        live = [i for i in range(len(runs)) if not pool.children[i].diverged]
+        pool.train_steps(1, children=live)
+        if step % record_every == 0:
+            trace.append([k.reported_lr(c.optimizer) for k, c in zip(kinds, pool.children)])
+        for i in live:
+            if schedulers[i] is not None:
+                schedulers[i].step()
+    val, test = pool.evaluate("val"), pool.evaluate("test")
+    trace = np.asarray(trace)
+    return [Run(arm, _lr(kind, params), seed, val[i].loss, val[i].accuracy, test[i].loss, test[i].accuracy,
+                bool(pool.children[i].diverged), tuple(trace[:, i]), record_every)
+            for i, ((arm, _, params, seed), kind) in enumerate(zip(runs, kinds))]
 
 
 def run_schedules(task: TaskConfig, data: ChildData, runs: Sequence[tuple[str, float, int, Callable[[int], float]]],
@@ -106,23 +166,35 @@ def run_controller(controller: LearnedController, task: TaskConfig, data: ChildD
                 tuple(trace[:, i]), controller.action_every) for i, (lr, seed) in enumerate(starts)]
 
 
-def tune_baselines(task: TaskConfig, data: ChildData, grids: dict[str, Sequence[float]],
-                   tune_seeds: Sequence[int], log: Log = print) -> dict[str, float]:
-    """The best LR of each baseline kind by mean final validation loss over the tune seeds."""
-    runs = [(kind, float(lr), int(s)) for kind, grid in grids.items() for lr in grid for s in tune_seeds]
-    results = run_baselines(task, data, runs)
-    best = {}
-    for kind, grid in grids.items():
-        means = {lr: np.mean([r.val_loss if np.isfinite(r.val_loss) else np.inf for r in results
-                              if r.arm == kind and r.initial_lr == float(lr)]) for lr in grid}
-        best[kind] = float(min(means, key=means.get))
-        log(f"[lrservice] tuned {kind}: " + "  ".join(f"{lr:g}->{m:.4f}" for lr, m in means.items())
-            + f"  => lr {best[kind]:g}")
-    return best
+def _label(point: dict, varying: Sequence[str]) -> str:
+    shown = (f"{k}={point[k]:g}" if isinstance(point[k], float) else f"{k}={point[k]}" for k in varying)
+    return ",".join(shown) or "fixed"
+
+
+def tune_rivals(task: TaskConfig, data: ChildData, rivals: Sequence[Rival], tune_seeds: Sequence[int],
+                log: Log = print) -> tuple[dict[str, dict], str]:
+    """Each rival's grid point with the lowest mean final validation loss over the tune seeds (a diverged
+    child counts +inf; ties go to the first point), and the best tuned rival's name (lowest such mean)."""
+    runs = [(f"{r.name}#{j}", r.kind, point, int(s)) for r in rivals for j, point in enumerate(r.points)
+            for s in tune_seeds]
+    results = run_arms(task, data, runs)
+    tuned, score = {}, {}
+    for r in rivals:
+        means = [float(np.mean([x.val_loss if np.isfinite(x.val_loss) and not x.diverged else np.inf
+                                for x in results if x.arm == f"{r.name}#{j}"])) for j in range(len(r.points))]
+        j = int(np.argmin(means))
+        tuned[r.name], score[r.name] = r.points[j], means[j]
+        varying = [k for k in r.points[0] if len({json.dumps(p.get(k)) for p in r.points}) > 1]
+        scores = "  ".join(f"{_label(p, varying)}->{m:.4f}" for p, m in zip(r.points, means))
+        log(f"[lrservice] tuned {r.name}: {scores}  => {_label(r.points[j], varying)}")
+    best = min(score, key=score.get)
+    log(f"[lrservice] best tuned rival (on the tune seeds): {best} ({score[best]:.4f})")
+    return tuned, best
 
 
 def compare_rows(runs: Sequence[Run], reference: dict[str, list[Run]]) -> list[dict]:
-    """Summary rows: per arm and initial LR, mean ± std, and paired differences to each reference."""
+    """Summary rows: per arm and initial LR, mean ± std, and paired differences to each reference
+    (``dval_vs_<ref>`` with ``_low``/``_high`` CI bounds, ``verdict_vs_<ref>``, ``dacc_vs_<ref>``)."""
     rows = []
     groups: dict[tuple[str, float], list[Run]] = {}
     for r in runs:
@@ -148,14 +220,18 @@ def compare_rows(runs: Sequence[Run], reference: dict[str, list[Run]]) -> list[d
 
 
 def evaluate_controllers(task: TaskConfig, data: ChildData, controllers: dict[str, LearnedController],
-                         grids: dict[str, Sequence[float]], tune_seeds: Sequence[int], seeds: Sequence[int],
-                         initial_lrs: Sequence[float], log: Log = print) -> tuple[list[Run], list[dict], dict]:
-    """The whole protocol: ``(runs, summary rows, tuned LRs)``; see the module docstring."""
-    tuned = tune_baselines(task, data, grids, tune_seeds, log=log)
-    baseline_runs = run_baselines(task, data, [(kind, tuned[kind], int(s)) for kind in tuned for s in seeds])
-    reference = {kind: [r for r in baseline_runs if r.arm == kind] for kind in tuned}
-    runs = list(baseline_runs)
+                         rivals: Sequence[Rival], tune_seeds: Sequence[int], seeds: Sequence[int],
+                         initial_lrs: Sequence[float], log: Log = print) -> tuple[list[Run], list[dict], dict, str]:
+    """The whole protocol: ``(runs, summary rows, tuned params per rival, best tuned rival)``; see the
+    module docstring. ``rivals`` must hold ``constant`` and ``cosine`` (:func:`lrservice.control.rivals.rivals`)."""
+    tuned, best = tune_rivals(task, data, rivals, tune_seeds, log=log)
+    kinds = {r.name: r.kind for r in rivals}
+    rival_runs = run_arms(task, data, [(name, kinds[name], params, int(s)) for name, params in tuned.items()
+                                       for s in seeds])
+    reference = {ref: [r for r in rival_runs if r.arm == (best if ref == "best" else ref)] for ref in REFERENCES}
+    runs = list(rival_runs)
     for name, ctrl in controllers.items():
         log(f"[lrservice] evaluating {name} from initial LRs {list(initial_lrs)} on {len(seeds)} held-out seeds")
         runs += run_controller(ctrl, task, data, [(float(lr), int(s)) for lr in initial_lrs for s in seeds], name)
-    return runs, compare_rows(runs, reference), tuned
+    rows = [{**row, "best_rival": best} for row in compare_rows(runs, reference)]
+    return runs, rows, tuned, best

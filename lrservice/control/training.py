@@ -30,10 +30,27 @@ from typing import Any, Callable, Mapping
 import numpy as np
 
 from lrservice.config import ConfigError, RunConfig, stored_sections
-from lrservice.control.checkpoint import (CHECKPOINTS, EXPORT_FILE, LAST_FILE, checkpoint_iteration, export_controller,
-                                          kept_checkpoints, latest_checkpoint, read_metadata, save_checkpoint)
-from lrservice.control.selection import (SELECTION_COLUMNS, SELECTION_FILE, checkpoint_line, marked, pick,
-                                         read_selection, scores, write_selection)
+from lrservice.control.checkpoint import (
+    CHECKPOINTS,
+    EXPORT_FILE,
+    LAST_FILE,
+    checkpoint_iteration,
+    export_controller,
+    kept_checkpoints,
+    latest_checkpoint,
+    read_metadata,
+    save_checkpoint,
+)
+from lrservice.control.selection import (
+    SELECTION_COLUMNS,
+    SELECTION_FILE,
+    checkpoint_line,
+    marked,
+    pick,
+    read_selection,
+    scores,
+    write_selection,
+)
 from lrservice.files import write_atomic, write_json, write_parquet
 
 Log = Callable[[str], None]
@@ -301,7 +318,8 @@ class CheckpointSelection:
 
     def _cosine(self) -> list:
         """Tuned cosine's runs on the selection seeds (from ``selection.json`` once computed)."""
-        from lrservice.control.evaluate import Run, run_baselines, tune_baselines
+        from lrservice.control.evaluate import Run, run_baselines, tune_rivals
+        from lrservice.control.rivals import rivals
 
         cached = self.record.get("cosine")
         if cached:
@@ -309,7 +327,8 @@ class CheckpointSelection:
         task, ev, t0 = self.config.task, self.config.evaluate, time.perf_counter()
         self.log(f"[lrservice] selection: tuning cosine on {list(ev.cosine_grid)} over tune seeds "
                  f"{list(ev.tune_seeds)}, then on the {len(self.seeds)} selection seeds {_seed_text(self.seeds)}")
-        lr = tune_baselines(task, self._task_data(), {"cosine": ev.cosine_grid}, ev.tune_seeds, log=self.log)["cosine"]
+        cosine_rival = [r for r in rivals(self.config) if r.name == "cosine"]
+        lr = float(tune_rivals(task, self._task_data(), cosine_rival, ev.tune_seeds, log=self.log)[0]["cosine"]["lr"])
         runs = run_baselines(task, self._task_data(), [("cosine", lr, s) for s in self.seeds])
         tuning = len(ev.cosine_grid) * len(ev.tune_seeds) * task.steps
         cosine = self.record["cosine"] = {
@@ -406,8 +425,8 @@ def _seed_text(seeds: list[int]) -> str:
 def _check_same_sections(config: RunConfig, meta: Mapping[str, Any], checkpoint: Path) -> None:
     """Resuming with another task or env semantics would mix two problems in one policy."""
     stored = stored_sections({"task": meta["task"], "controller": meta["controller"]})
-    env_fields = ("features", "action_space", "action_every", "factor", "factors", "levels", "lr_min", "lr_max", "reward",
-                  "baseline", "twin_policy", "envelope", "tasks", "hidden")
+    env_fields = ("features", "action_space", "action_every", "factor", "factors", "levels", "lr_min", "lr_max",
+                  "reward", "baseline", "twin_policy", "envelope", "tasks", "hidden")
     for name in env_fields:
         if getattr(stored.controller, name) != getattr(config.controller, name):
             raise ConfigError(f"controller.{name}: {getattr(config.controller, name)!r} differs from the "

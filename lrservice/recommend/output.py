@@ -45,7 +45,8 @@ RUNS_SCHEMA = pa.schema([
 _CANDIDATE_FIELDS = [
     ("rank", pa.int64()), ("candidate", pa.string()), ("label", pa.string()), ("policy", pa.string()),
     ("is_reference", pa.bool_()), ("reaches_all", pa.bool_()), ("seeds_reached", pa.int64()), ("num_seeds", pa.int64()),
-    ("steps_to_target_mean", pa.float64()), ("steps_to_target_std", pa.float64()), ("seconds_to_target_mean", pa.float64()),
+    ("steps_to_target_mean", pa.float64()), ("steps_to_target_std", pa.float64()),
+    ("seconds_to_target_mean", pa.float64()),
     ("final_val_accuracy_mean", pa.float64()), ("final_val_accuracy_std", pa.float64()),
     ("test_accuracy_mean", pa.float64()), ("test_accuracy_std", pa.float64()), ("loss_gap_mean", pa.float64()),
     ("speedup_vs_fix", pa.float64()),
@@ -92,7 +93,8 @@ def policy_snippet(policy: Mapping, arm_name: str, comment: str) -> str:
                           sort_keys=False, default_flow_style=None)
     lines = [f"# {line}" for line in comment.splitlines()]
     lines += ["# Use as an arm in `lrservice compare` (below), or in your own loop:",
-              "#   PolicyScheduler(optimizer, policy_from_dict(yaml.safe_load(open(this))['compare']['arms'][0]['params']))"]
+              "#   PolicyScheduler(optimizer, policy_from_dict("
+              "yaml.safe_load(open(this))['compare']['arms'][0]['params']))"]
     return "\n".join(lines) + "\n" + body
 
 

@@ -129,10 +129,12 @@ def verdict(reference: Mapping, best: Mapping, target: float) -> str:
                 f"reached it on {best['seeds_reached']}/{best['num_seeds']} seeds (FIX: {reference['seeds_reached']}).")
     ratio = speedup(reference, best)
     if ratio is None:
-        return (f"{label} reaches {target:g} on every verify seed in {best['steps_to_target_mean']:.0f} steps on average; "
-                f"FIX at the base LR does not reach it on every seed ({reference['seeds_reached']}/{reference['num_seeds']}).")
+        return (f"{label} reaches {target:g} on every verify seed in {best['steps_to_target_mean']:.0f} steps "
+                f"on average; FIX at the base LR does not reach it on every seed "
+                f"({reference['seeds_reached']}/{reference['num_seeds']}).")
     if ratio <= 1.0:
-        return (f"Nothing beat FIX at the base LR on steps-to-target: FIX needs {reference['steps_to_target_mean']:.0f} steps; "
+        return (f"Nothing beat FIX at the base LR on steps-to-target: "
+                f"FIX needs {reference['steps_to_target_mean']:.0f} steps; "
                 f"{label} ranks first on final accuracy with {best['steps_to_target_mean']:.0f} steps.")
     return (f"{label} reaches {target:g} in {best['steps_to_target_mean']:.0f} steps on average vs "
             f"{reference['steps_to_target_mean']:.0f} for FIX at the base LR: {ratio:.2f}x faster.")

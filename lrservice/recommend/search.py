@@ -67,13 +67,16 @@ def _run(candidate: str, policy, seed: int, budget: int, scale: float = 1.0) -> 
             "seed": int(seed), "scale": float(scale), "budget": int(budget)}
 
 
-def rows_from_reports(stage: str, run: Mapping, trial_id: str, reports: list[dict], target: float) -> tuple[list[dict], dict]:
+def rows_from_reports(stage: str, run: Mapping, trial_id: str, reports: list[dict],
+                      target: float) -> tuple[list[dict], dict]:
     """Step rows and the run row of one child run, cost recomputed from its curve."""
-    key = {"stage": stage, "candidate": run["candidate"], "seed": run["seed"], "scale": run["scale"], "trial_id": trial_id}
+    key = {"stage": stage, "candidate": run["candidate"], "seed": run["seed"], "scale": run["scale"],
+           "trial_id": trial_id}
     steps = [{**key, **{k: r.get(k) for k in ("step", "val_loss", "val_accuracy", "train_loss", "lr", "seconds")}}
              for r in reports]
     curve = [r for r in reports if not r.get("diverged")]
-    reached = cost([r["step"] for r in curve], [r["val_accuracy"] for r in curve], [r["seconds"] for r in curve], target)
+    reached = cost([r["step"] for r in curve], [r["val_accuracy"] for r in curve], [r["seconds"] for r in curve],
+                   target)
     last = reports[-1] if reports else {}
     final = last if last.get("final") else {}
     row = {**key, "label": run["label"], "policy": json.dumps(run["policy"], sort_keys=True),
@@ -99,7 +102,8 @@ def _outcome(trial) -> str:
     run = trial.config["run"]
     how = ("diverged" if r.get("diverged") else "finished" if r.get("final")
            else f"stopped by ASHA at step {r.get('step')}")
-    return f"{run['candidate']} seed {run['seed']} x{run['scale']:g} {how}, val acc {r.get('val_accuracy', float('nan')):.4f}"
+    return (f"{run['candidate']} seed {run['seed']} x{run['scale']:g} {how}, "
+            f"val acc {r.get('val_accuracy', float('nan')):.4f}")
 
 
 def run_stage(name: str, runs: list[dict], run_dir: Path, trainable, config: RunConfig, resume: bool,
@@ -189,7 +193,8 @@ def run_recommend(config: RunConfig, resume: bool = False, overwrite: bool = Fal
     ranked = rank.rank(summaries)
     reference = next((s for s in ranked if s["candidate"] == REFERENCE), None)
     if reference is None:
-        raise RuntimeError(f"verify: the {REFERENCE} reference runs failed; see {run_dir / 'verify'} and rerun with --resume")
+        raise RuntimeError(f"verify: the {REFERENCE} reference runs failed; see {run_dir / 'verify'} "
+                           "and rerun with --resume")
     for s in ranked:
         s["is_reference"] = s["candidate"] == REFERENCE
         s["speedup_vs_fix"] = rank.speedup(reference, s)
@@ -207,16 +212,20 @@ def _write_outputs(result: Recommendation, config: RunConfig, run_dir: Path, log
         parts = [stage.part_path(run_dir, name, kind) for name in STAGES]
         rows = [row for part in parts if part.exists() for row in output.read_rows(part)]
         write_parquet(output.to_table(rows, schema), run_dir / f"{kind}.parquet")
-    write_parquet(output.to_table(result.ranked, output.candidates_schema(rec.lr_scales)), run_dir / "candidates.parquet")
+    write_parquet(output.to_table(result.ranked, output.candidates_schema(rec.lr_scales)),
+                  run_dir / "candidates.parquet")
     best = result.best
-    comment = (f"lrservice recommend: {config.task.dataset}/{config.task.model}/{config.task.optimizer}, target val accuracy "
+    comment = (f"lrservice recommend: {config.task.dataset}/{config.task.model}/{config.task.optimizer}, "
+               "target val accuracy "
                f"{rec.target_accuracy:g} within {rec.budget} steps.\n{result.verdict}")
-    snippet = output.policy_snippet(json.loads(best["policy"]), f"recommended-{best['candidate']}".replace(".", "-"), comment)
+    snippet = output.policy_snippet(json.loads(best["policy"]), f"recommended-{best['candidate']}".replace(".", "-"),
+                                    comment)
     write_text(run_dir / "recommended.yaml", snippet)
     table = output.format_table(result.ranked, rec.lr_scales)
     report = (f"# Recommendation: {config.task.dataset} / {config.task.model} ({config.task.optimizer})\n\n"
               f"Target validation accuracy {rec.target_accuracy:g} within {rec.budget} steps; verify seeds "
-              f"{list(rec.verify_seeds)}; LR scales on seed {rec.verify_seeds[0]}.\n\n{table}\n\n**{result.verdict}**\n\n"
+              f"{list(rec.verify_seeds)}; LR scales on seed {rec.verify_seeds[0]}.\n\n{table}\n\n"
+              f"**{result.verdict}**\n\n"
               f"```yaml\n{snippet}```\n")
     write_text(run_dir / "report.md", report)
     log("[lrservice] ranked candidates (verify stage):\n" + table)

@@ -55,7 +55,8 @@ def sample_policy(name: str, rng: np.random.Generator, budget: int, lr: LrRange)
     if name in _DECAY_START:
         k0 = _log(rng, lr.base, lr.hi)
         if name == "STEP":
-            return make_policy(name, k0=k0, gamma=float(rng.uniform(0.1, 0.6)), l=_steps(rng.uniform(0.15, 0.5), budget))
+            return make_policy(name, k0=k0, gamma=float(rng.uniform(0.1, 0.6)),
+                               l=_steps(rng.uniform(0.15, 0.5), budget))
         if name == "NSTEP":
             bounds = sorted({_steps(f, budget) for f in rng.uniform(0.2, 0.9, size=2)})
             return make_policy(name, k0=k0, gamma=float(rng.uniform(0.1, 0.6)), l=bounds)

@@ -134,7 +134,8 @@ def _normalise(kind: str, params: Mapping[str, Any]) -> dict[str, Any]:
     if floor in out and out[floor] < 0:
         raise PolicyError(f"{kind}.{floor}: {out[floor]!r} is not allowed; it must be >= 0")
     if kind == "cyclic" and out["max_lr"] < out["base_lr"]:
-        raise PolicyError(f"cyclic.max_lr: {out['max_lr']!r} is not allowed; it must be >= base_lr ({out['base_lr']!r})")
+        raise PolicyError(f"cyclic.max_lr: {out['max_lr']!r} is not allowed; "
+                          f"it must be >= base_lr ({out['base_lr']!r})")
     return out
 
 

@@ -24,7 +24,8 @@ class PolicyScheduler(LRScheduler):
     Constructing the scheduler sets the optimizer's lr to ``policy(0)``.
     """
 
-    def __init__(self, optimizer: Optimizer, policy: Policy | Composite | Mapping[str, Any], last_epoch: int = -1) -> None:
+    def __init__(self, optimizer: Optimizer, policy: Policy | Composite | Mapping[str, Any],
+                 last_epoch: int = -1) -> None:
         self.policy = policy_from_dict(policy) if isinstance(policy, Mapping) else policy
         if not isinstance(self.policy, (Policy, Composite)):
             raise TypeError(f"policy: {policy!r} is not a Policy, Composite or policy dict")
