@@ -19,7 +19,6 @@ import inspect
 import math
 import os
 import random
-import tempfile
 import zipfile
 from dataclasses import dataclass
 from importlib import metadata
@@ -32,6 +31,7 @@ import torch
 from lrservice.child.names import DATASETS
 from lrservice.child.plugins import resolve
 from lrservice.errors import ConfigError
+from lrservice.files import write_atomic
 
 MNIST1D_SAMPLES = 5000  # the package's default: 4,000 train + 1,000 test signals
 MNIST1D_SEED = 42       # the package's default seed (the published MNIST-1D)
@@ -260,19 +260,14 @@ def mnist1d_cache_path(root: str | Path, num_samples: int = MNIST1D_SAMPLES, see
 
 
 def _save_npz_atomic(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    """Write a sibling temp file, then ``os.replace``: readers see no file or a whole one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.fchmod(fd, 0o644)  # mkstemp makes 0600; the data directory may be shared
-        with os.fdopen(fd, "wb") as f:
+    """Through :func:`lrservice.files.write_atomic`: readers see no file or a whole one."""
+    def write(tmp: str) -> None:
+        with open(tmp, "wb") as f:
             np.savez(f, **arrays)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+
+    write_atomic(path, write)
 
 
 def mnist1d_arrays(root: str | Path, num_samples: int = MNIST1D_SAMPLES,
