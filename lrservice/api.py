@@ -58,7 +58,7 @@ class TrainControllerResult:
 
     output_dir: Path
     checkpoint: Path  # the newest checkpoint directory
-    export: Path  # controller.pt: what LearnedController.from_checkpoint and a compare arm load
+    export: Path  # controller.pt (the selection pick, or the newest): what from_checkpoint and a compare arm load
     training_log: "pd.DataFrame"
 
 
@@ -177,13 +177,14 @@ def train_controller(config: ConfigLike, iterations: int | None = None, resume: 
     config = _checked(config, log)
     out = Path(os.path.expanduser(output_dir or config.controller.checkpoint_dir))
     with _one_torch_thread():
-        from lrservice.control.checkpoint import EXPORT_FILE
+        from lrservice.control.checkpoint import latest_checkpoint
         from lrservice.control.training import LOG_FILE
         from lrservice.control.training import train_controller as train
 
-        checkpoint = train(config, out, iterations=iterations, resume=resume, log=log)
-    log(f"[lrservice] controller checkpoint: {checkpoint}")
-    return TrainControllerResult(out.resolve(), Path(checkpoint), (out / EXPORT_FILE).resolve(), _table(out / LOG_FILE))
+        export = Path(train(config, out, iterations=iterations, resume=resume, log=log))  # controller.pt: the pick
+    log(f"[lrservice] controller checkpoint: {export}")
+    return TrainControllerResult(out.resolve(), Path(latest_checkpoint(out)).resolve(), export.resolve(),
+                                 _table(out / LOG_FILE))
 
 
 def controller_paths(controllers: ControllersLike, taken: Sequence[str] = ()) -> dict[str, str]:

@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 TASK = {"dataset": "digits", "model": "mlp", "batch_size": 32, "steps": 40, "eval_every": 20, "val_subset": 64,
         "device": "cpu"}
 EVALUATE = {"tune_seeds": [5, 6], "seeds": [1, 2, 3], "constant_grid": [0.001, 0.01], "cosine_grid": [0.003, 0.03],
-            "initial_lrs": [0.01, 0.001]}
+            "initial_lrs": [0.01, 0.001], "rivals": []}  # constant and cosine only: tests/test_kinds.py has the rest
 SHIPPED = {"shipped": "pretrained:digits-mlp"}
 
 
@@ -194,7 +194,7 @@ def test_train_controller_returns_its_log_and_export(ray_local, tmp_path):
     pd.testing.assert_frame_equal(result.training_log, pd.read_parquet(out / "training_log.parquet"))
     assert result.training_log["iteration"].tolist() == [1]
     assert LearnedController.from_checkpoint(result.export).task == config.task
-    assert lines[-1] == f"[lrservice] controller checkpoint: {result.checkpoint}"
+    assert lines[-1] == f"[lrservice] controller checkpoint: {result.export}"
 
 
 @pytest.mark.slow

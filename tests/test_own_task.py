@@ -399,7 +399,7 @@ def test_the_python_api_evaluates_controllers_on_a_plugin_task(plugin_dir, tmp_p
     result = lrservice.evaluate_controller(
         {"task": _task(plugin_dir), "evaluate": {"tune_seeds": [100], "seeds": [1000, 1001],
                                                  "constant_grid": [0.003, 0.03], "cosine_grid": [0.01],
-                                                 "initial_lrs": [0.01]}},
+                                                 "initial_lrs": [0.01], "rivals": []}},
         {"digits": "pretrained:digits-mlp"}, output_dir=tmp_path / "eval", log=lines.append)
     assert any(line.startswith(f"[lrservice] task: model {PACKAGE}:Net") for line in lines)
     assert set(result.runs.arm) == {"constant", "cosine", "digits"} and set(result.runs.seed) == {1000, 1001}
