@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import importlib
 import os
 import sys
 import time
@@ -328,6 +329,15 @@ class CommandPackage(types.ModuleType):
         return COMMAND_PACKAGES[self.__name__](*args, **kwargs)
 
 
-def make_command_package(name: str) -> None:
-    """Turn the already imported package ``name`` (a key of :data:`COMMAND_PACKAGES`) into a :class:`CommandPackage`."""
-    sys.modules[name].__class__ = CommandPackage
+def make_command_package(name: str, exports: Mapping[str, str]) -> None:
+    """Turn the already imported package ``name`` (a key of :data:`COMMAND_PACKAGES`) into a :class:`CommandPackage`
+    whose names in ``exports`` (name -> submodule) load on first use (PEP 562), keeping its import light."""
+    module = sys.modules[name]
+
+    def __getattr__(attr: str) -> Any:
+        if attr in exports:
+            return getattr(importlib.import_module(f"{name}.{exports[attr]}"), attr)
+        raise AttributeError(f"module {name!r} has no attribute {attr!r}")
+
+    module.__getattr__, module.__all__ = __getattr__, sorted(exports)
+    module.__class__ = CommandPackage

@@ -13,25 +13,11 @@ package, ``lrservice.compare(config, resume=False, overwrite=False)``, runs a co
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from lrservice.api import make_command_package
 
-_EXPORTS = {
+make_command_package(__name__, {  # lrservice.compare(config, ...) runs the comparison (lrservice.api.compare)
     "run_compare": "experiment", "run_dir_for": "experiment",
     "run_trial": "trainable", "tune_trial": "trainable",
     "STEPS_SCHEMA": "results", "TRIALS_SCHEMA": "results", "arm_summary": "results",
     "build_report": "report", "load_run": "report",
-}
-
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(f"lrservice.compare.{_EXPORTS[name]}"), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-from lrservice.api import make_command_package  # noqa: E402 - after the names above
-
-make_command_package(__name__)  # lrservice.compare(config, ...) runs the comparison (lrservice.api.compare)
+})

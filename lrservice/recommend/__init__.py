@@ -15,20 +15,7 @@ refuses a bad config before torch loads. Calling the package,
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from lrservice.api import make_command_package
 
-_EXPORTS = {name: "metrics" for name in ("cost", "loss_gap", "lr_sensitivity", "sensitivity_key", "utility")}
-
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(f"lrservice.recommend.{_EXPORTS[name]}"), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-from lrservice.api import make_command_package  # noqa: E402 - after the names above
-
-make_command_package(__name__)  # lrservice.recommend(config, ...) runs the recommender (lrservice.api.recommend)
+make_command_package(__name__, {  # lrservice.recommend(config, ...) runs the recommender (lrservice.api.recommend)
+    name: "metrics" for name in ("cost", "loss_gap", "lr_sensitivity", "sensitivity_key", "utility")})
