@@ -81,3 +81,4 @@ def in_float64():
         yield lambda data: dataclasses.replace(data, **{k: getattr(data, k).double() for k in splits})
     finally:
         torch.set_default_dtype(previous)
+

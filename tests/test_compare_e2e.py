@@ -8,6 +8,7 @@ import math
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
+from helpers import record_child
 
 from lrservice.compare.results import STEPS_SCHEMA, TRIALS_SCHEMA
 from lrservice.config import config_from_dict
@@ -84,12 +85,12 @@ def test_failed_trial_retries_from_its_checkpoint(ray_local, tmp_path):
 
     from lrservice.compare.arms import trial_spec
     from lrservice.compare.experiment import run_experiment
-    from lrservice.compare.trainable import run_trial, trial_trainable
+    from lrservice.compare.trainable import trial_trainable
 
     config = _config(tmp_path, checkpoint_every=40)
     config = config.replace(task={"steps": 80})
     arm = config.compare.arms[3]  # cyclic: scheduler state must survive the restart
-    spec = trial_spec(config, "r", "eval", arm, arm.params, 7)
+    spec = trial_spec(config, "r", "eval", arm, [(arm.params, 7)])
     marker = tmp_path / "failed-once"
     failing = {**spec, "fail_once": {"at_step": 60, "marker": str(marker)}}
     trainable, _ = trial_trainable(config.resources)
@@ -104,8 +105,7 @@ def test_failed_trial_retries_from_its_checkpoint(ray_local, tmp_path):
     seen = [r["step"] for r in recorded]
     assert seen[:2] == [20, 40] and seen[-2:] == [60, 80] and seen.count(60) in (1, 2), seen
     assert recorded[-1]["training_iteration"] > 0
-    reference: list[dict] = []
-    run_trial(spec, lambda m, d: reference.append(dict(m)))
+    reference = record_child(spec)
     assert rows[0]["final_val_loss"] == reference[-1]["val_loss"]
     assert rows[0]["test_loss"] == reference[-1]["test_loss"]
     steps = pd.read_parquet(tmp_path / "run" / "parts" / "retry.steps.parquet")

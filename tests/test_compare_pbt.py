@@ -7,6 +7,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 import yaml
+from helpers import record_child
 
 from lrservice.config import config_from_dict
 
@@ -91,7 +92,6 @@ def test_deployed_schedule_replays_to_the_same_model(pbt_run, capsys):
 
     from lrservice.cli import main
     from lrservice.compare.arms import check_compare, trial_spec
-    from lrservice.compare.trainable import run_trial
 
     run_dir, steps, trials, _, _ = pbt_run
     assert main(["report", str(run_dir)]) == 0
@@ -108,8 +108,7 @@ def test_deployed_schedule_replays_to_the_same_model(pbt_run, capsys):
         seed = int(arm.name.rsplit("-s", 1)[1])
         path = steps[(steps["arm"] == "pbt") & (steps["phase"] == "eval") & (steps["seed"] == seed)].sort_values("step")
         assert path["step"].tolist() == list(range(EVAL_EVERY, STEPS + 1, EVAL_EVERY))
-        rows: list[dict] = []
-        run_trial(trial_spec(config, "replay", "eval", arm, arm.params, seed), lambda m, d: rows.append(dict(m)))
+        rows = record_child(trial_spec(config, "replay", "eval", arm, [(arm.params, seed)]))
         assert [r["lr"] for r in rows] == pytest.approx(path["lr"].tolist(), rel=1e-12)
         deployed = trials[(trials["arm"] == "pbt") & (trials["phase"] == "eval") & (trials["seed"] == seed)]
         assert rows[-1]["val_loss"] == pytest.approx(float(deployed["final_val_loss"].iloc[0]), rel=1e-4)

@@ -170,12 +170,15 @@ def test_grid_expansion_and_defaults():
                                                                                                                   0.1]}},
                  {"name": "cos", "kind": "cosine", "params": {"lr": 0.01}}]}})
     specs = tune_specs(config, "r")
-    assert len(specs) == 2 * 2 * 2  # lr x gamma x tune seeds; the fixed cosine arm is not tuned
-    assert {(s["params"]["lr"], s["params"]["gamma"], s["seed"]) for s in specs} == {
+    assert [s["arm"] for s in specs] == ["s"]  # one trial per tuned arm; the fixed cosine arm is not tuned
+    children = specs[0]["children"]
+    assert len(children) == 2 * 2 * 2  # lr x gamma x tune seeds, one child each
+    assert {(c["params"]["lr"], c["params"]["gamma"], c["seed"]) for c in children} == {
         (lr, g, seed) for lr in (0.1, 0.01) for g in (0.5, 0.1) for seed in (7, 8)}
     ev = eval_specs(config, "r", {"s": {"lr": 0.01, "gamma": 0.5, "step_size": 50}})
-    assert [(s["arm"], s["seed"]) for s in ev] == [("s", 0), ("s", 1), ("s", 2), ("cos", 0), ("cos", 1), ("cos", 2)]
-    assert ev[3]["params"] == {"lr": 0.01, "total_steps": 100}
+    assert [(s["arm"], [c["seed"] for c in s["children"]]) for s in ev] == [("s", [0, 1, 2]), ("cos", [0, 1, 2])]
+    assert all(c["params"] == {"lr": 0.01, "gamma": 0.5, "step_size": 50} for c in ev[0]["children"])
+    assert ev[1]["children"][0]["params"] == {"lr": 0.01, "total_steps": 100}
 
 
 def test_summary_pairs_every_arm_with_the_best_tuned_baseline_and_the_report_shows_it(tmp_path):

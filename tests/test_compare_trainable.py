@@ -1,7 +1,8 @@
 """The comparison trial loop (lrservice.compare.trainable.run_trial), checked against references.
 
 These call the trial loop directly with a recording report callback (no Tune), so the
-LR trajectory can be compared step by step with torch's schedulers driven by hand.
+LR trajectory can be compared step by step with torch's schedulers driven by hand, and a
+trial of several children against the same children trained one by one.
 """
 
 from __future__ import annotations
@@ -13,20 +14,26 @@ import pytest
 import torch
 
 from lrservice.compare.arms import trial_spec
-from lrservice.compare.trainable import run_trial
+from lrservice.compare.trainable import child_reports, run_trial
 from lrservice.config import ArmConfig, RunConfig, TaskConfig
 
 
-def _spec(task: TaskConfig, kind: str, params: dict, seed: int = 0, checkpoint_every: int = 1000) -> dict:
+def _spec(task: TaskConfig, kind: str, params: dict, seed: int = 0, checkpoint_every: int = 1000,
+          children: list | None = None) -> dict:
     config = RunConfig(task=task)
     config = dataclasses.replace(config, compare=dataclasses.replace(config.compare, checkpoint_every=checkpoint_every))
-    return trial_spec(config, "run-test", "eval", ArmConfig(kind, kind), params, seed)
+    return trial_spec(config, "run-test", "eval", ArmConfig(kind, kind), children or [(params, seed)])
+
+
+def _record_all(spec: dict, **kwargs) -> dict[int, list[dict]]:
+    """Each child's rows, as the tables get them from the trial's reports."""
+    reports: list[dict] = []
+    run_trial(spec, lambda metrics, directory: reports.append(dict(metrics)), **kwargs)
+    return child_reports(reports)
 
 
 def _record(spec: dict, **kwargs) -> list[dict]:
-    rows: list[dict] = []
-    run_trial(spec, lambda metrics, directory: rows.append(dict(metrics)), **kwargs)
-    return rows
+    return _record_all(spec, **kwargs)[0]
 
 
 def _torch_lrs(make_scheduler, lr: float, steps: int) -> list[float]:
@@ -88,14 +95,15 @@ def test_restore_from_checkpoint_continues_identically(tiny_task, tmp_path):
     task = dataclasses.replace(tiny_task, steps=100, eval_every=20)
     spec = _spec(task, "cyclic", {"base_lr": 1e-4, "max_lr": 1e-2, "step_size_up": 30}, seed=5, checkpoint_every=40)
     saved = {}
-    rows: list[dict] = []
+    reports: list[dict] = []
 
     def report(metrics, directory):
-        rows.append(dict(metrics))
+        reports.append(dict(metrics))
         if directory is not None:
             saved[metrics["step"]] = shutil.copytree(directory, tmp_path / f"ckpt-{metrics['step']}")
 
     run_trial(spec, report)
+    rows = child_reports(reports)[0]
     assert sorted(saved) == [40, 80, 100]  # every 40 steps and at the end
     resumed = _record(spec, restore_dir=saved[40])
     assert [r["step"] for r in resumed] == [60, 80, 100]
@@ -116,12 +124,12 @@ def test_diverged_child_ends_cleanly():
 
 
 class _ScaleUp:
-    """A stand-in with LearnedController's acting API: multiply the LR by 1.05 at every action."""
+    """A stand-in with LearnedController's acting API: multiply the LR by 1.05 at every action.
+
+    Every child gets its own copy of a trial's controller; the calls go to one shared list."""
 
     action_every = 5
-
-    def __init__(self):
-        self.calls = []
+    calls: list = []
 
     def next_lr(self, features, lr, progress=None):
         self.calls.append((features.copy(), lr, progress))
@@ -132,6 +140,7 @@ def test_controller_arm_acts_every_action_every_steps(tiny_task):
     from lrservice.compare import trainable
 
     ctrl = _ScaleUp()
+    ctrl.calls.clear()
     trainable._CONTROLLER_CACHE["stand-in"] = ctrl
     try:
         task = dataclasses.replace(tiny_task, steps=30, eval_every=10)
@@ -145,3 +154,50 @@ def test_controller_arm_acts_every_action_every_steps(tiny_task):
         assert features.shape == (7,) and lr == pytest.approx(0.002 * 1.05 ** i)
         assert features[6] == pytest.approx(lr, rel=1e-6)  # the LR feature is the LR in force
         assert progress == pytest.approx(5 * i / 30)  # time-aware controllers see the fraction done
+
+
+def test_a_trial_of_children_equals_each_child_alone(tiny_task):
+    """Three seeds and two LRs in one trial (one pool) give each child the rows it gets alone."""
+    task = dataclasses.replace(tiny_task, steps=40, eval_every=20, optimizer="sgd")
+    children = [({"lr": lr}, seed) for lr in (0.01, 0.05) for seed in (1, 2, 3)]
+    together = _record_all(_spec(task, "constant", {}, children=children))
+    assert sorted(together) == list(range(len(children)))
+    for i, (params, seed) in enumerate(children):
+        alone = _record(_spec(task, "constant", params, seed=seed))
+        assert [r["step"] for r in together[i]] == [r["step"] for r in alone] == [20, 40]
+        assert together[i][-1]["seed"] == seed and together[i][-1]["final"]
+        for a, b in zip(together[i], alone):
+            for key in ("train_loss", "val_loss", "val_accuracy", "lr", "test_loss"):
+                if key in b:
+                    assert a[key] == pytest.approx(b[key], rel=1e-5), (i, key)
+
+
+def test_a_diverging_child_stops_and_the_others_go_on():
+    task = TaskConfig(dataset="digits", model="mlp", batch_size=32, steps=60, eval_every=10, optimizer="sgd",
+                      val_subset=64)
+    rows = _record_all(_spec(task, "constant", {}, children=[({"lr": 1000.0}, 0), ({"lr": 0.01}, 0)]))
+    bad, good = rows[0], rows[1]
+    assert bad[-1]["final"] and bad[-1]["diverged"] and bad[-1]["steps_done"] < 60
+    assert sum(r["final"] for r in bad) == 1 and len(bad) < len(good)
+    assert good[-1]["final"] and not good[-1]["diverged"] and [r["step"] for r in good] == list(range(10, 61, 10))
+
+
+def test_restore_of_a_batched_trial_continues_every_child_identically(tiny_task, tmp_path):
+    task = dataclasses.replace(tiny_task, steps=60, eval_every=20)
+    children = [({"lr": 3e-3, "total_steps": 60}, seed) for seed in (4, 5, 6)]
+    spec = _spec(task, "cosine", {}, children=children, checkpoint_every=20)
+    saved, reports = {}, []
+
+    def report(metrics, directory):
+        reports.append(dict(metrics))
+        if directory is not None:
+            saved[metrics["step"]] = shutil.copytree(directory, tmp_path / f"ckpt-{metrics['step']}")
+
+    run_trial(spec, report)
+    whole = child_reports(reports)
+    resumed = _record_all(spec, restore_dir=saved[20])
+    for i in range(3):
+        assert [r["step"] for r in resumed[i]] == [40, 60]
+        for a, b in zip(whole[i][1:], resumed[i]):
+            timing = ("elapsed_s", "seconds_to_target")
+            assert {k: a[k] for k in b if k not in timing} == {k: b[k] for k in b if k not in timing}

@@ -19,6 +19,7 @@ import pandas as pd
 import pytest
 import torch
 import yaml
+from helpers import record_child
 
 from lrservice.child import ChildTrainer, load_task_data
 from lrservice.cli import main
@@ -113,23 +114,17 @@ def test_controller_arm_under_an_envelope_resumes_from_a_checkpoint_identically(
     """A Tune trial's controller arm (compare) saves the level with its checkpoint: resumed at
     step 20, it reports the same rows as the uninterrupted run."""
     from lrservice.compare.arms import trial_spec
-    from lrservice.compare.trainable import run_trial
     from lrservice.config import ArmConfig, RunConfig
 
     path = str(_export(tmp_path / "c.pt", controller={**CONTROLLER, "envelope": "cosine"}))
     config = RunConfig(task=dataclasses.replace(config_from_dict({"task": TASK}).task, eval_every=10))
     config = dataclasses.replace(config, compare=dataclasses.replace(config.compare, checkpoint_every=20))
-    spec = trial_spec(config, "run-test", "eval", ArmConfig("ctrl", "controller"), {"checkpoint": path, "lr": 0.01}, 0)
-    rows, saved = [], {}
-
-    def report(metrics, directory):
-        rows.append(dict(metrics))
-        if directory is not None:
-            saved[metrics["step"]] = shutil.copytree(directory, tmp_path / f"ckpt-{metrics['step']}")
-
-    run_trial(spec, report)
-    resumed = []
-    run_trial(spec, lambda metrics, directory: resumed.append(dict(metrics)), restore_dir=saved[20])
+    spec = trial_spec(config, "run-test", "eval", ArmConfig("ctrl", "controller"),
+                      [({"checkpoint": path, "lr": 0.01}, 0)])
+    saved = {}
+    rows = record_child(spec, on_checkpoint=lambda step, d: saved.setdefault(
+        step, shutil.copytree(d, tmp_path / f"ckpt-{step}")))
+    resumed = record_child(spec, restore_dir=saved[20])
     assert [r["step"] for r in resumed] == [30, 40]
     for a, b in zip(rows[2:], resumed):
         assert (a["lr"], a["val_loss"]) == (b["lr"], b["val_loss"]), a["step"]

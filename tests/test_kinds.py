@@ -17,11 +17,11 @@ import sys
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import record_child
 
 from lrservice.child import load_task_data
 from lrservice.child.models import build_model
 from lrservice.compare.arms import trial_spec, validate_compare
-from lrservice.compare.trainable import run_trial
 from lrservice.config import ArmConfig, ConfigError, RunConfig, TaskConfig, config_from_dict
 from lrservice.kinds import ArmKind, Param, baselines, get_kind, kinds
 
@@ -33,12 +33,11 @@ TASK = TaskConfig(dataset="digits", model="mlp", batch_size=32, steps=STEPS, eva
 def _spec(task: TaskConfig, kind: str, params: dict, seed: int = 0) -> dict:
     config = RunConfig(task=task)
     config = dataclasses.replace(config, compare=dataclasses.replace(config.compare, checkpoint_every=1000))
-    return trial_spec(config, "run-test", "eval", ArmConfig(kind, kind), params, seed)
+    return trial_spec(config, "run-test", "eval", ArmConfig(kind, kind), [(params, seed)])
 
 
 def _trial_lrs(kind: str, params: dict, task: TaskConfig = TASK) -> list[float]:
-    rows: list[dict] = []
-    run_trial(_spec(task, kind, params), lambda metrics, directory: rows.append(dict(metrics)))
+    rows = record_child(_spec(task, kind, params))
     assert [r["step"] for r in rows] == list(range(1, task.steps + 1))
     return [r["lr"] for r in rows]
 
@@ -144,8 +143,7 @@ def test_schedule_free_trial_equals_the_package_stepped_by_hand():
     from schedulefree import AdamWScheduleFree
 
     task = dataclasses.replace(TASK, optimizer="adam", eval_every=10)
-    rows: list[dict] = []
-    run_trial(_spec(task, "schedule_free", {"lr": 0.01, "warmup": 0.25}), lambda m, d: rows.append(dict(m)))
+    rows = record_child(_spec(task, "schedule_free", {"lr": 0.01, "warmup": 0.25}))
     hand, _ = _hand_run(task, 0, lambda ps: AdamWScheduleFree(ps, lr=0.01, warmup_steps=10), None, 10)
     assert rows[-1]["val_loss"] == pytest.approx(hand, rel=1e-6)
     # the switch matters: the training point y is not the evaluation point x
@@ -164,8 +162,7 @@ def test_prodigy_trial_equals_the_package_stepped_by_hand():
 
     task = dataclasses.replace(TASK, optimizer="adam", eval_every=10)
     for schedule, lr_at in (("constant", None), ("cosine", lambda t: (1 + math.cos(math.pi * t / STEPS)) / 2)):
-        rows: list[dict] = []
-        run_trial(_spec(task, "prodigy", {"schedule": schedule}), lambda m, d: rows.append(dict(m)))
+        rows = record_child(_spec(task, "prodigy", {"schedule": schedule}))
         hand, _ = _hand_run(task, 0, lambda ps: Prodigy(ps, lr=1.0), lr_at, 10)
         assert rows[-1]["val_loss"] == pytest.approx(hand, rel=1e-5), schedule
         assert rows[-1]["lr"] > 0  # d x lr: Prodigy's step size, not the multiplier

@@ -3,12 +3,13 @@
 The same digits-MLP child (``torch.manual_seed(seed)`` then ``build_model``, ChildTrainer's
 batch order) runs three ways with ``pretrained:digits-mlp``: a plain torch loop with
 ``ControllerScheduler``, ``evaluate-controller``'s ``run_controller`` and a compare controller
-arm (``run_trial``). Over a separate-children pool all three execute the same float32
-operations in the same order on the same tensors in one process, so the LR at every step and
-the final validation loss must agree exactly; the batched pool, evaluate-controller's default,
-reorders operations and is compared over a short run. A conv net lrservice does not know
-checks where decisions happen with a controller whose decisions are known in advance, and the
-own-loop example in docs/controller.md is executed as written.
+arm (``run_trial``). Over a separate-children pool the own loop and ``run_controller`` execute
+the same float32 operations in the same order on the same tensors in one process, so the LR at
+every step and the final validation loss must agree exactly; the compare arm and
+``run_controller``'s default both train in the batched pool and agree exactly with each other;
+the batched pool reorders operations against the own loop and is compared over a short run.
+A conv net lrservice does not know checks where decisions happen with a controller whose
+decisions are known in advance, and the own-loop example in docs/controller.md is executed as written.
 """
 
 from __future__ import annotations
@@ -24,12 +25,12 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import record_child
 
 from lrservice.child import load_task_data
 from lrservice.child.models import build_model
 from lrservice.child.pool import SeparateChildren
 from lrservice.compare.arms import trial_spec
-from lrservice.compare.trainable import run_trial
 from lrservice.config import ArmConfig, RunConfig, config_from_dict
 from lrservice.control.checkpoint import EXPORT_FORMAT, EXPORT_VERSION
 from lrservice.control.controller import ChildObserver, ControllerScheduler, LearnedController
@@ -89,16 +90,19 @@ def test_own_loop_evaluate_and_compare_arm_play_the_same_run(initial_lr):
     ctrl = LearnedController.from_checkpoint(PRETRAINED)
     separate = lambda tk, k: SeparateChildren(tk, k, data=data)  # noqa: E731 - the exact-arithmetic pool
     evaluated = run_controller(ctrl, task, data, [(initial_lr, SEED)], pool_factory=separate)[0]
+    assert own_lrs == _per_step(evaluated, task.steps)
+    assert own_val == evaluated.val_loss
 
+    # the compare arm trains its children as one batched pool, as evaluate-controller does by default:
+    # the same pool, the same decisions, the same run
+    batched = run_controller(ctrl, task, data, [(initial_lr, SEED)])[0]
     config = RunConfig(task=task)
     spec = trial_spec(config, "own-loop", "eval", ArmConfig("ctrl", "controller"),
-                      {"checkpoint": PRETRAINED, "lr": initial_lr}, SEED)
-    rows = []
-    run_trial(spec, lambda metrics, directory: rows.append(dict(metrics)))
+                      [({"checkpoint": PRETRAINED, "lr": initial_lr}, SEED)])
+    rows = record_child(spec)
     assert [r["step"] for r in rows] == list(range(1, task.steps + 1))  # the row after step s has the LR step s used
-
-    assert own_lrs == _per_step(evaluated, task.steps) == [r["lr"] for r in rows]
-    assert own_val == evaluated.val_loss == rows[-1]["val_loss"]
+    assert _per_step(batched, task.steps) == [r["lr"] for r in rows]
+    assert batched.val_loss == rows[-1]["val_loss"]
 
 
 @pytest.mark.parametrize("initial_lr", [1e-2, 1e-3, 1e-4])

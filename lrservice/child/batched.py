@@ -317,6 +317,38 @@ class BatchedChildTrainer:
     def child_state_dict(self, i: int) -> dict[str, torch.Tensor]:
         return self.stack.state_dict(i)
 
+    _STATE = ("_exp_avg", "_exp_avg_sq", "_momentum_buf", "_opt_steps", "_lr_dev", "_alive", "_loss_sum",
+              "_loss_count", "_orders", "_has_prev")
+
+    @torch.no_grad()
+    def state_dict(self) -> dict:
+        """Everything needed to continue all K children exactly (weights, buffers, optimizer state,
+        batch orders, generators, observation state): what a checkpoint of a batched trial holds."""
+        state = {name: getattr(self, name).detach().cpu().clone() for name in self._STATE}
+        state.update({"flat": self.stack.flat.detach().cpu().clone(),
+                      "buffers": {n: b.cpu().clone() for n, b in self.stack.buffers.items()},
+                      "lrs": self._lrs.copy(), "cursors": list(self._cursors), "steps": self._steps.copy(),
+                      "seeded": self._seeded.copy(), "gens": [g.get_state() for g in self._gens],
+                      "prev_logits": None if self._prev_logits is None else self._prev_logits.cpu().clone()})
+        return state
+
+    @torch.no_grad()
+    def load_state_dict(self, state: dict) -> None:
+        """Continue from :meth:`state_dict` of a trainer of the same task and K."""
+        for name in self._STATE:
+            getattr(self, name).copy_(state[name])
+        self.stack.flat.copy_(state["flat"])
+        for n, b in state["buffers"].items():
+            self.stack.buffers[n].copy_(b)
+        self._lrs[:] = state["lrs"]
+        self._cursors = list(state["cursors"])
+        self._steps[:] = state["steps"]
+        self._seeded[:] = state["seeded"]
+        for g, s in zip(self._gens, state["gens"]):
+            g.set_state(s)
+        prev = state["prev_logits"]
+        self._prev_logits = None if prev is None else prev.to(self.device)
+
     def child_model(self, i: int) -> nn.Module:
         """Child ``i`` as an ordinary ``nn.Module`` (a copy) on this trainer's device."""
         model = build_child(self.task, self.data.input_shape, self.data.num_classes).to(self.device)

@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Protocol, Sequence
 
 import numpy as np
+import torch
 
 from lrservice.child.batched import BatchedChildTrainer, NotBatchable
 from lrservice.child.data import ChildData
@@ -38,6 +39,10 @@ class ChildPool(Protocol):
     def train_steps(self, k: int, lrs=None, children: Sequence[int] | None = None) -> list[TrainResult]: ...
     def observe(self, children: Sequence[int] | None = None) -> tuple[np.ndarray, list[Evaluation]]: ...
     def evaluate(self, split: str = "val") -> list[Evaluation]: ...
+    def logits(self, x: torch.Tensor) -> torch.Tensor: ...
+    def split(self, name: str) -> tuple[torch.Tensor, torch.Tensor]: ...
+    def state_dict(self) -> dict: ...
+    def load_state_dict(self, state: dict) -> None: ...
 
 
 class SeparateChildren:
@@ -95,6 +100,21 @@ class SeparateChildren:
 
     def evaluate(self, split: str = "val") -> list[Evaluation]:
         return [c.evaluate(split) for c in self.children]
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        """Every child's logits on the same inputs: ``(K, N, C)``, as ``BatchedChildTrainer.logits``."""
+        return torch.stack([c.logits(x) for c in self.children])
+
+    def split(self, name: str) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.children[0].split(name)
+
+    def state_dict(self) -> dict:
+        """Every child's :meth:`ChildTrainer.state_dict` (reset the children before loading it)."""
+        return {"children": [c.state_dict() for c in self.children]}
+
+    def load_state_dict(self, state: dict) -> None:
+        for c, s in zip(self.children, state["children"], strict=True):
+            c.load_state_dict(s)
 
 
 def child_pool(task: TaskConfig, num_children: int, data: ChildData | None = None,

@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Mapping, Sequence
 
 from lrservice import kinds
 from lrservice.config import ArmConfig, ConfigError, RunConfig
@@ -63,16 +63,15 @@ def check_compare(config: RunConfig) -> None:
             check_controller_checkpoint(checkpoint, f"compare.arms[{i}].params.checkpoint")
 
 
-def trial_spec(config: RunConfig, run_id: str, phase: str, arm: ArmConfig, params: Mapping[str, Any],
-               seed: int) -> dict:
-    """The config one Tune trial receives."""
+def trial_spec(config: RunConfig, run_id: str, phase: str, arm: ArmConfig,
+               children: Sequence[tuple[Mapping[str, Any], int]]) -> dict:
+    """The config one Tune trial receives: one arm and its children, each ``(params, seed)``."""
     return {
         "run_id": run_id,
         "phase": phase,
         "arm": arm.name,
         "kind": arm.kind,
-        "params": resolve_params(arm, params, config),
-        "seed": int(seed),
+        "children": [{"params": resolve_params(arm, params, config), "seed": int(seed)} for params, seed in children],
         "task": _plain(config.task),
         "controller": _plain(config.controller),
         "target_accuracy": config.compare.target_accuracy,
@@ -81,21 +80,18 @@ def trial_spec(config: RunConfig, run_id: str, phase: str, arm: ArmConfig, param
 
 
 def tune_specs(config: RunConfig, run_id: str) -> list[dict]:
-    """Phase "tune": every grid point of every arm with a grid, on each tune seed."""
-    return [trial_spec(config, run_id, "tune", arm, point, seed)
-            for arm in config.compare.arms if arm.grid and get_kind(arm.kind).tunable
-            for point in grid_points(arm) for seed in config.compare.tune_seeds]
+    """Phase "tune": one trial per arm with a grid, its children every grid point on each tune seed."""
+    return [trial_spec(config, run_id, "tune", arm, [(point, seed) for point in grid_points(arm)
+                                                    for seed in config.compare.tune_seeds])
+            for arm in config.compare.arms if arm.grid and get_kind(arm.kind).tunable]
 
 
 def eval_specs(config: RunConfig, run_id: str, winners: Mapping[str, dict]) -> list[dict]:
-    """Phase "eval": each arm's winner (or fixed params) on every held-out seed; PBT runs as populations."""
-    specs = []
-    for arm in config.compare.arms:
-        if get_kind(arm.kind).population:
-            continue
-        params = dict(winners.get(arm.name, arm.params))
-        specs.extend(trial_spec(config, run_id, "eval", arm, params, seed) for seed in config.compare.seeds)
-    return specs
+    """Phase "eval": one trial per arm, its children the arm's winner (or fixed params) on every held-out
+    seed; PBT runs as a population."""
+    return [trial_spec(config, run_id, "eval", arm, [(dict(winners.get(arm.name, arm.params)), seed)
+                                                    for seed in config.compare.seeds])
+            for arm in config.compare.arms if not get_kind(arm.kind).population]
 
 
 def pick_winners(rows: Iterable[Mapping[str, Any]]) -> dict[str, dict]:

@@ -4,7 +4,8 @@ Work happens in a stable run dir, ``compare.output_dir/compare.name``::
 
     config.json              the run's config and run_id
     controller/              the auto-trained controller (when an arm asks for one)
-    tune/ eval/ eval-<pbt arm>-s<seed>/   Tune experiment dirs (one PBT population per held-out seed)
+    tune/ eval/ eval-<pbt arm>/   Tune experiment dirs (a trial is a batch of children; a PBT
+                                  member carries every held-out seed)
     parts/<experiment>.{steps,trials}.parquet   one pair per finished experiment
     parts/<experiment>.reports.jsonl             every result as the driver received it
     parts/<population>.exploits.parquet          PBT: exploit log
@@ -49,7 +50,7 @@ from lrservice.compare.results import (
     to_table,
 )
 from lrservice.compare.tensorboard import DIRNAME, write_tensorboard
-from lrservice.compare.trainable import spec_from_config, trial_trainable
+from lrservice.compare.trainable import child_id, child_reports, child_spec, spec_from_config, trial_trainable
 from lrservice.config import ConfigError, RunConfig
 from lrservice.control.checkpoint import resolve_checkpoint
 from lrservice.control.training import train_controller
@@ -116,7 +117,7 @@ def _train_controller(config: RunConfig, run_dir: Path, resume: bool, log: Log) 
 
 # -- Tune experiments ----------------------------------------------------------------------
 def _short(spec: Mapping[str, Any]) -> str:
-    return f"{spec['arm']}_s{spec['seed']}"
+    return f"{spec['arm']}_{spec['phase']}_{len(spec['children'])}ch"
 
 
 def _label(trial_config: Mapping[str, Any]) -> str:
@@ -126,8 +127,8 @@ def _label(trial_config: Mapping[str, Any]) -> str:
 def _outcome(trial) -> str:
     r = trial.last_result or {}
     return (f"done: {trial.trial_id} {_label(trial.config)} "
-            f"val loss {r.get('val_loss', float('nan')):.4f}, test acc {r.get('test_accuracy', float('nan')):.4f}, "
-            f"{r.get('time_total_s', 0):.1f} s")
+            f"mean val loss {r.get('val_loss', float('nan')):.4f} over {len(trial.config['spec']['children'])} "
+            f"children, {r.get('time_total_s', 0):.1f} s")
 
 
 def experiment_stage(name: str, run_dir: Path, param_space: dict, trainable, config: RunConfig,
@@ -142,8 +143,9 @@ def experiment_stage(name: str, run_dir: Path, param_space: dict, trainable, con
 
 
 def _collect(name: str, grid, recorded: Mapping[str, list[dict]], log: Log) -> tuple[list[dict], list[dict]]:
-    """Step and summary rows of every trial from its ``result.json`` and from what the driver
-    recorded as results arrived (all reports, restarts included; later reports of a step win).
+    """Step and summary rows of every child of every trial, from the trial's ``result.json`` and from
+    what the driver recorded as results arrived (all reports, restarts included; later reports of a
+    step win).
 
     Tune may rewrite a retried trial's ``result.json`` without its earlier reports; the
     recorder's copy keeps them, so every step reaches Parquet whatever Tune did."""
@@ -155,16 +157,16 @@ def _collect(name: str, grid, recorded: Mapping[str, list[dict]], log: Log) -> t
         if not reports:
             continue
         spec = spec_from_config(reports[-1]["config"])
-        spec["seed"] = spec_from_config(reports[0]["config"])["seed"]  # PBT exploit copies the donor's config
-        trial_steps, summary = rows_from_reports(spec, trial_id, reports,
-                                                 max((r.get("time_total_s") or 0) for r in reports))
-        steps.extend(trial_steps)
-        if summary is None:
-            unfinished.append(path.name if path else trial_id)
-        else:
-            trials.append(summary)
+        share = max((r.get("time_total_s") or 0) for r in reports) / len(spec["children"])  # each child's share
+        for i, rows in sorted(child_reports(reports).items()):
+            child_steps, summary = rows_from_reports(child_spec(spec, i), child_id(trial_id, i), rows, share)
+            steps.extend(child_steps)
+            if summary is None:
+                unfinished.append(child_id(path.name if path else trial_id, i))
+            else:
+                trials.append(summary)
     if unfinished:
-        log(f"[lrservice] {name}: {len(unfinished)} trial(s) did not finish and have no summary row: "
+        log(f"[lrservice] {name}: {len(unfinished)} child run(s) did not finish and have no summary row: "
             f"{', '.join(unfinished)}")
     return steps, trials
 
@@ -193,7 +195,7 @@ def run_experiment(name: str, run_dir: Path, param_space: dict, trainable, confi
         log(f"[lrservice] {name}: a trial failed after {config.compare.max_failures} retries: "
             f"{str(error).splitlines()[0][:200]}")
     stage.write_parts(experiment, [to_table(steps, STEPS_SCHEMA), to_table(trials, TRIALS_SCHEMA)])
-    log(f"[lrservice] {name}: {len(trials)} trials finished in {time.perf_counter() - started:.0f} s")
+    log(f"[lrservice] {name}: {len(trials)} child runs finished in {time.perf_counter() - started:.0f} s")
     return trials
 
 
@@ -207,10 +209,9 @@ def _records(df) -> list[dict]:
 
 
 def _describe(specs: list[dict]) -> str:
-    counts: dict[str, int] = {}
-    for s in specs:
-        counts[s["arm"]] = counts.get(s["arm"], 0) + 1
-    return ", ".join(f"{arm} {n}" for arm, n in counts.items())
+    """``arm children, ...`` and the total: what the phase's trials hold."""
+    total = sum(len(s["children"]) for s in specs)
+    return f"{total} child runs: " + ", ".join(f"{s['arm']} {len(s['children'])}" for s in specs)
 
 
 def _controller_costs(config: RunConfig, run_dir: Path) -> dict:
@@ -236,7 +237,7 @@ def run_compare(config: RunConfig, resume: bool = False, overwrite: bool = False
     run_dir, run_id = prepare_run_dir(config, resume, overwrite, log)
     connect(config.resources, log=log)
     trainable, placement = trial_trainable(config.resources)
-    log(f"[lrservice] placement: {placement.note}; each trial asks for {placement.trial}")
+    log(f"[lrservice] placement: {placement.note}; each trial (a batch of children) asks for {placement.trial}")
     log(f"[lrservice] TensorBoard (one line per arm and seed, written at the end): "
         f"tensorboard --logdir {run_dir / DIRNAME}; "
         f"Tune's per-trial curves as they run: tensorboard --logdir {run_dir}")
@@ -264,10 +265,8 @@ def run_compare(config: RunConfig, resume: bool = False, overwrite: bool = False
         run_experiment("eval", run_dir, {"spec": tune.grid_search(specs)}, trainable, config, resume, log)
         names.append("eval")
 
-    pbt_names = []
-    for arm in (a for a in config.compare.arms if get_kind(a.kind).population):
-        for seed in config.compare.seeds:  # one independent population per held-out seed
-            pbt_names.append(run_population(arm, seed, config, run_id, run_dir, resume, log))
+    pbt_names = [run_population(arm, config, run_id, run_dir, resume, log)  # its members carry every held-out seed
+                 for arm in config.compare.arms if get_kind(arm.kind).population]
     names += pbt_names
 
     parts = [_part_paths(run_dir, n) for n in names]

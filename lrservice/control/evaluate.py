@@ -11,8 +11,9 @@
    test accuracy) against tuned cosine, tuned constant and the best tuned rival, with 95%
    bootstrap CIs.
 
-Schedule rivals of a phase train together in one child pool (batched when the model
-allows) through their kind's step -> LR function; optimizer-level rivals run as separate
+Rivals train through the one runner of scheduled children (:mod:`lrservice.runner`, as
+compare's trials do): schedule rivals of a phase together in one child pool (batched when the
+model allows) through their kind's step -> LR function, optimizer-level rivals as separate
 children. Test metrics are reported, never used for selection.
 """
 
@@ -26,12 +27,12 @@ from typing import Callable, Sequence
 import numpy as np
 
 from lrservice.child.data import ChildData
-from lrservice.child.pool import SeparateChildren, child_pool
 from lrservice.config import ControllerConfig, RunConfig, TaskConfig
 from lrservice.control.controller import LearnedController
 from lrservice.control.episodes import EpisodeBatch, PoolFactory
 from lrservice.control.rivals import Rival
 from lrservice.kinds import get_kind
+from lrservice.runner import ChildRun, run_children
 from lrservice.stats import compare_paired
 
 Log = Callable[[str], None]
@@ -72,18 +73,19 @@ def run_arms(task: TaskConfig, data: ChildData, runs: Sequence[tuple[str, str, d
              record_every: int = 10) -> list[Run]:
     """Children under arm kinds, ``runs`` = ``(arm, kind, params, seed)`` with resolved params, in order.
 
-    Schedule kinds train together in one pool through :meth:`ArmKind.lr_fn`; the rest
-    (optimizer-level kinds) as separate children (:func:`run_separate`)."""
+    They train through the one runner (:func:`lrservice.runner.run_children`): kinds on the
+    task's own optimizer together in one pool (batched when the model allows), optimizer-level
+    kinds in another (separate children)."""
     kinds = [get_kind(kind) for _, kind, _, _ in runs]
-    pooled = [i for i, k in enumerate(kinds) if k.batchable]
-    separate = [i for i, k in enumerate(kinds) if not k.batchable]
+    own = [k.optimizer_factory(task, r[2]) is not None for k, r in zip(kinds, runs)]
     out: dict[int, Run] = {}
-    if pooled:
-        results = run_schedules(task, data, [(runs[i][0], _lr(kinds[i], runs[i][2]), runs[i][3],
-                                              kinds[i].lr_fn(runs[i][2], task.steps)) for i in pooled], record_every)
-        out.update(zip(pooled, results))
-    if separate:
-        out.update(zip(separate, run_separate(task, data, [runs[i] for i in separate], record_every)))
+    for group in ([i for i in range(len(runs)) if not own[i]], [i for i in range(len(runs)) if own[i]]):
+        if group:
+            chosen = [runs[i] for i in group]
+            results = _run(task, data, [arm for arm, *_ in chosen], [ChildRun(kind, params, seed)
+                                                                     for _, kind, params, seed in chosen],
+                           [_lr(kinds[i], runs[i][2]) for i in group], record_every)
+            out.update(zip(group, results))
     return [dataclasses.replace(out[i], kind=runs[i][1], params=json.dumps(runs[i][2], sort_keys=True))
             for i in range(len(runs))]
 
@@ -94,50 +96,21 @@ def _lr(kind, params: dict) -> float:
     return float(full["lr"]) if isinstance(full.get("lr"), (int, float)) else kind.initial_lr(params)
 
 
-def run_separate(task: TaskConfig, data: ChildData, runs: Sequence[tuple[str, str, dict, int]],
-                 record_every: int = 10) -> list[Run]:
-    """Children one by one (:class:`SeparateChildren`), each with its kind's optimizer and scheduler:
-    optimizer-level kinds, whose optimizers batched pools do not implement."""
-    pool = SeparateChildren(task, len(runs), data=data)
-    kinds = [get_kind(kind) for _, kind, _, _ in runs]
-    schedulers = []
-    for i, ((_, _, params, seed), kind) in enumerate(zip(runs, kinds)):
-        pool.reset_child(i, kind.initial_lr(params), seed, optimizer_factory=kind.optimizer_factory(task, params))
-        schedulers.append(kind.scheduler(pool.children[i].optimizer, params))
-    trace = []
-    for step in range(task.steps):
-        live = [i for i in range(len(runs)) if not pool.children[i].diverged]
-        pool.train_steps(1, children=live)
-        if step % record_every == 0:
-            trace.append([k.reported_lr(c.optimizer) for k, c in zip(kinds, pool.children)])
-        for i in live:
-            if schedulers[i] is not None:
-                schedulers[i].step()
-    val, test = pool.evaluate("val"), pool.evaluate("test")
-    trace = np.asarray(trace)
-    return [Run(arm, _lr(kind, params), seed, val[i].loss, val[i].accuracy, test[i].loss, test[i].accuracy,
-                bool(pool.children[i].diverged), tuple(trace[:, i]), record_every)
-            for i, ((arm, _, params, seed), kind) in enumerate(zip(runs, kinds))]
+def _run(task: TaskConfig, data: ChildData, arms: Sequence[str], children: Sequence[ChildRun],
+         shown_lrs: Sequence[float], record_every: int) -> list[Run]:
+    """The children in one pool to the end (final metrics only) as :class:`Run` rows."""
+    result = run_children(task, children, data=data, eval_every=task.steps, trace_every=record_every)
+    return [Run(arm, lr, child.seed, f["val_loss"], f["val_accuracy"], f["test_loss"], f["test_accuracy"],
+                bool(f["diverged"]), tuple(result.trace[:, i]), record_every)
+            for i, (arm, lr, child, f) in enumerate(zip(arms, shown_lrs, children, result.finals))]
 
 
 def run_schedules(task: TaskConfig, data: ChildData, runs: Sequence[tuple[str, float, int, Callable[[int], float]]],
                   record_every: int = 10) -> list[Run]:
     """Children under any fixed schedules (step -> LR), stepped together: ``runs`` are ``(arm, lr, seed, fn)``."""
-    pool = child_pool(task, len(runs), data=data)
-    fns = [fn for *_, fn in runs]
-    for i, (_, _, seed, fn) in enumerate(runs):
-        pool.reset_child(i, float(fn(0)), seed)
-    trace = []
-    for step in range(task.steps):
-        lrs = [f(step) for f in fns]
-        if step % record_every == 0:
-            trace.append(lrs)
-        pool.train_steps(1, lrs=lrs)
-    val, test = pool.evaluate("val"), pool.evaluate("test")
-    diverged = pool.diverged
-    trace = np.asarray(trace)
-    return [Run(arm, lr, seed, val[i].loss, val[i].accuracy, test[i].loss, test[i].accuracy, bool(diverged[i]),
-                tuple(trace[:, i]), record_every) for i, (arm, lr, seed, _) in enumerate(runs)]
+    return _run(task, data, [arm for arm, *_ in runs],
+                [ChildRun("constant", {"lr": float(fn(0))}, int(seed), lr_fn=fn) for _, _, seed, fn in runs],
+                [lr for _, lr, _, _ in runs], record_every)
 
 
 def run_controller(controller: LearnedController, task: TaskConfig, data: ChildData,
