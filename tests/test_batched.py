@@ -23,9 +23,9 @@ import pytest
 import torch
 from torch import nn
 
-from lrservice.child import ChildTrainer, load_task_data
 from lrservice.child.batched import MODE_FAST, MODE_VMAP, BatchedChildTrainer, NotBatchable
 from lrservice.child.pool import SeparateChildren, child_pool, pool_mode
+from lrservice.child.trainer import ChildTrainer, load_task_data
 from lrservice.config import TaskConfig
 
 RTOL, ATOL = 1e-4, 1e-6          # float32, short horizons (see the module docstring)

@@ -7,8 +7,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from lrservice.child import FEATURE_NAMES, ChildTrainer, build_model, load_dataset
-from lrservice.child.features import observation_features
+from lrservice.child.data import load_dataset
+from lrservice.child.features import FEATURE_NAMES, observation_features
+from lrservice.child.models import build_model
+from lrservice.child.trainer import ChildTrainer
 from lrservice.config import TaskConfig
 
 

@@ -18,8 +18,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from lrservice.child import load_task_data
 from lrservice.child.models import build_model
+from lrservice.child.trainer import load_task_data
 from lrservice.compare.arms import trial_spec, validate_compare
 from lrservice.compare.trainable import run_trial
 from lrservice.config import ArmConfig, ConfigError, RunConfig, TaskConfig, config_from_dict

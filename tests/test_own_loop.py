@@ -25,9 +25,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from lrservice.child import load_task_data
 from lrservice.child.models import build_model
 from lrservice.child.pool import SeparateChildren
+from lrservice.child.trainer import load_task_data
 from lrservice.compare.arms import trial_spec
 from lrservice.compare.trainable import run_trial
 from lrservice.config import ArmConfig, RunConfig, config_from_dict

@@ -22,7 +22,7 @@ import ray
 import torch
 from ray import tune
 
-from lrservice.child import ChildTrainer, cached_task_data
+from lrservice.child.trainer import ChildTrainer, cached_task_data
 from lrservice.config import config_from_dict
 from lrservice.kinds import get_kind
 from lrservice.recommend.metrics import cost, loss_gap, utility
