@@ -55,15 +55,19 @@ def code_edges() -> dict[tuple[str, str], set[tuple[str, str]]]:
 
 
 def doc_rows() -> dict[tuple[str, str], str]:
-    """(from layer, to layer) -> the row's modules cell, from the table under :data:`SECTION`."""
+    """(from layer, to layer) -> the row's modules cell, from the first table under :data:`SECTION`."""
     text = (ROOT / "docs" / "architecture.md").read_text()
     assert SECTION in text, f"docs/architecture.md has no {SECTION!r} section"
-    body = text.split(SECTION, 1)[1].split("\n#", 1)[0]
+    lines = text.split(SECTION, 1)[1].splitlines()
+    first = next(i for i, line in enumerate(lines) if line.startswith("| from |"))
+    table = []
+    for line in lines[first + 2:]:  # past the header and its --- line
+        if not line.startswith("|"):
+            break
+        table.append(line)
     rows = {}
-    for line in body.splitlines():
+    for line in table:
         cells = [c.strip() for c in line.strip().strip("|").split("|")]
-        if not line.startswith("|") or len(cells) < 4 or set(cells[0]) <= {"-", " "} or cells[0] == "from":
-            continue
         key = (cells[0].strip("`"), cells[1].strip("`"))
         assert key not in rows, f"two rows for {key}"
         rows[key] = cells[2]
