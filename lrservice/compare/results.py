@@ -247,9 +247,8 @@ def pick_reference(trials: pd.DataFrame, candidates: Iterable[str], phase: str =
                 for r in tune.to_dict("records"))
         scores = {arm: score for arm, (_, score) in tuned_winners(rows).items()}
         return min(sorted(names), key=lambda arm: scores.get(arm, math.inf)), "tune"
-    df = trials[(trials["phase"] == phase) & trials["arm"].isin(names)]
-    means = df.groupby("arm")["final_val_loss"].mean()
-    return min(sorted(names), key=lambda arm: (math.isnan(means.get(arm, math.nan)), means.get(arm, math.inf))), "eval"
+    means = trials[trials["phase"] == phase].groupby("arm")["final_val_loss"].mean().fillna(math.inf)
+    return min(sorted(names), key=lambda arm: means.get(arm, math.inf)), "eval"
 
 
 def arm_summary(trials: pd.DataFrame, phase: str = "eval", baselines: Iterable[str] = ()) -> pd.DataFrame:
