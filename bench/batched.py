@@ -28,8 +28,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from measure import fmt, preamble, spread, table  # noqa: E402
 from measure import timed as wall_timed  # noqa: E402
 
-from lrservice.child import ChildTrainer, load_task_data  # noqa: E402
 from lrservice.child.batched import BatchedChildTrainer  # noqa: E402
+from lrservice.child.trainer import ChildTrainer, load_task_data  # noqa: E402
 from lrservice.config import config_from_dict  # noqa: E402
 from lrservice.control.vector_env import LRVectorEnv  # noqa: E402
 

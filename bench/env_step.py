@@ -21,7 +21,9 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from measure import fmt, preamble, spread, table, timed  # noqa: E402
 
-from lrservice.child import ChildTrainer, build_model, load_task_data, observation_features  # noqa: E402
+from lrservice.child.features import observation_features  # noqa: E402
+from lrservice.child.models import build_model  # noqa: E402
+from lrservice.child.trainer import ChildTrainer, load_task_data  # noqa: E402
 from lrservice.config import config_from_dict  # noqa: E402
 
 

@@ -28,7 +28,7 @@ def train_child(config: dict, report=None) -> float:
     """One trial's work: ``steps`` child steps, an observation every ``eval_every`` steps."""
     import torch
 
-    from lrservice.child import ChildTrainer
+    from lrservice.child.trainer import ChildTrainer
     from lrservice.config import config_from_dict
 
     torch.set_num_threads(1)

@@ -144,74 +144,120 @@ class TaskConfig:
 
 @dataclass(frozen=True)
 class ControllerConfig:
-    """The learned controller, in three groups: episode rules, PPO training, output.
+    """The learned controller, in four groups: episode rules, PPO training, checkpoint selection, output.
 
-    Episode rules (what the agent sees, does and is paid; also what a deployed controller
-    needs to act, so they are saved with it):
-
-    - ``features``: ``paper`` (the 7 of 1909.09712), ``extended`` (+ progress, log10 LR,
-      log train/val loss) or ``invariant`` (progress, log10 LR, log val/train loss, log of
-      prediction change over prediction spread: nothing whose scale depends on the task).
-    - ``action_space``: ``discrete`` (action i multiplies the LR by ``factors[i]``; with no
-      ``factors``, the paper's up/down/keep by ``factor``) or ``continuous`` (a log-factor
-      a in [-1, 1]: the LR is multiplied by ``factor ** a``) or ``levels`` (action i sets
-      the LR to ``levels[i]``: absolute, so exploration does not compound over decisions).
-    - ``reward``: ``dense`` (-val loss per action), ``final`` (-val loss at the end) or
-      ``log_improvement`` (log L_prev - log L_now: telescopes to log L_0/L_T).
-    - ``baseline``: ``none`` or ``twin`` (a reference child with the same initial weights
-      and batch order trained under ``twin_policy``; the reward is the controller child's
-      minus the twin's). ``twin_policy`` empty means the controller that always keeps: the
-      episode's initial LR (times the envelope); else a zoo or composite policy (as a
-      ``policy`` arm's params).
-    - ``envelope``: ``none`` (the LR in force is the controller's LR) or a base schedule the
-      controller steers: ``cosine`` or ``linear`` decay over the episode; the controller's
-      actions move a *level* and the LR in force is ``level * envelope(progress)``, so
-      "keep" is the base schedule and the policy learns only corrections to it.
-    - ``tasks``: episodes are drawn across these tasks (multi-task); empty: the run's task.
-
-    PPO training: ``hidden`` .. ``checkpoint_every``. Checkpoint selection: ``selection_seeds``
-    (every checkpoint training keeps is scored on these child seeds against tuned cosine and the
-    best is exported as ``controller.pt``; empty: no selection, ``controller.pt`` is the last
-    checkpoint). Output: ``checkpoint_dir``.
+    The episode rules say what the agent sees, does and is paid; a deployed controller needs
+    them to act, so they are saved with it (lrservice.control.actions applies them). The rest
+    configures RLlib's PPO (lrservice.control.ppo) and what ``train-controller`` keeps.
     """
 
     # -- episode rules ------------------------------------------------------------------
     features: str = "paper"
+    """The observation, one of :data:`FEATURE_SETS`: ``paper`` (the 7 of 1909.09712), ``extended`` (+ progress,
+    log10 LR, log train/val loss) or ``invariant`` (progress, log10 LR, log val/train loss, log prediction change
+    over prediction spread: nothing whose scale depends on the task, so it can transfer). Under an envelope the
+    log10 level is appended."""
     action_space: str = "discrete"
+    """One of :data:`ACTION_SPACES`: ``discrete`` (action i multiplies the LR by ``factors[i]``; with no
+    ``factors``, the paper's up/down/keep by ``factor``), ``continuous`` (a log-factor a in [-1, 1]: the LR is
+    multiplied by ``factor ** a``) or ``levels`` (action i sets the LR to ``levels[i]``: absolute, so
+    exploration noise does not compound over decisions)."""
     action_every: int = 10
+    """Child steps between two decisions, > 0; the last block of a run is shortened to what is left. Training,
+    evaluation and a deployed controller decide at steps 0, N, 2N, ..."""
     factor: float = 1.05
+    """> 1: the paper's discrete actions multiply the LR by ``factor``, ``1 / factor`` or 1; a continuous
+    action's largest move (``factor ** a``, a in [-1, 1]). Unused with ``factors`` or ``levels``."""
     factors: tuple[float, ...] = ()
+    """Discrete actions, one per factor (each > 0, at least two), e.g. [0.5, 0.8, 1, 1.25, 2]: larger moves
+    than the paper's 1.05 let a controller anneal within one run. Empty: ``(factor, 1/factor, 1)``."""
     levels: tuple[float, ...] = ()
+    """With ``action_space: levels`` only: the LRs an action chooses from (at least two, each within
+    ``[lr_min, lr_max]``)."""
     lr_min: float = 1e-5
+    """Lower end of the LR range, > 0: after every action the LR (under an envelope, the level) is clipped to
+    ``[lr_min, lr_max]``, so no run of moves in one direction takes it to 0 or without bound."""
     lr_max: float = 1e-1
+    """Upper end of the LR range, > ``lr_min``."""
     lr_noise_std: float = 0.0
+    """>= 0: each action's LR is multiplied by ``exp(N(0, lr_noise_std))`` in training episodes (relative, never
+    negative; the public re-implementation's additive noise means nothing at 1e-2); 0 at deployment always."""
     initial_lrs: tuple[float, ...] = (1e-2, 1e-3, 1e-4)
+    """Each training episode starts at one of these LRs, drawn uniformly (each within ``[lr_min, lr_max]``), so
+    the controller learns to act from high and low starts alike."""
     initial_lr: float | None = None
+    """If set, every episode starts at this LR instead of drawing from ``initial_lrs`` (within
+    ``[lr_min, lr_max]``)."""
     reward: str = "dense"
+    """One of :data:`REWARDS`: ``dense`` (-validation loss after each action, the paper's), ``final``
+    (-validation loss at the end, 0 before) or ``log_improvement`` (log L_prev - log L_now: the return
+    telescopes to log L_0/L_T, scale-free on any task). Losses are on the fixed validation subset."""
     baseline: str = "none"
+    """One of :data:`REWARD_BASELINES`: ``none``, or ``twin``: a reference child with the same initial weights
+    and batch order trains under ``twin_policy`` and its reward is subtracted, so the return measures the
+    controller against that schedule rather than the luck of the seed (twins double the child steps)."""
     twin_policy: dict = field(default_factory=dict)
+    """With ``baseline: twin`` only: the twin's schedule as a ``policy`` arm's params (a zoo or composite
+    policy of the child step, clipped to ``[lr_min, lr_max]``). Empty: the controller that always keeps, i.e.
+    the episode's initial LR under the envelope."""
     divergence_penalty: float = 10.0
+    """>= 0: the reward is ``-divergence_penalty`` when the child's loss becomes non-finite, and the episode
+    ends there."""
     envelope: str = "none"
+    """One of :data:`ENVELOPES`: ``none`` (the LR in force is the controller's LR), or a base schedule over the
+    episode the controller steers, ``cosine`` ((1 + cos pi p) / 2) or ``linear`` (1 - p), p = progress: actions
+    move a level and the LR in force is ``level * envelope(p)``, so "keep" already anneals and the policy
+    learns corrections."""
     tasks: tuple[TaskConfig, ...] = ()
+    """Task sections episodes are drawn from (multi-task training; each validated as ``task``): round-robin
+    per env with at least as many envs as tasks, else uniformly per episode. Empty: the run's ``task``."""
     # -- PPO training -------------------------------------------------------------------
     hidden: tuple[int, ...] = (32, 32)
+    """Hidden layer widths (each > 0) of the actor and of the critic, separate tanh MLPs; the actor's layers are
+    what the export holds."""
     iterations: int = 20
+    """PPO iterations to train, > 0 (``--iterations`` overrides; with ``--resume`` it is the total to reach)."""
     train_batch_size: int = 400
+    """Env steps (= controller decisions) sampled per PPO iteration, > 0; an episode has about ``task.steps /
+    action_every`` of them."""
     minibatch_size: int = 100
+    """Env steps per SGD minibatch, > 0 and <= ``train_batch_size``."""
     num_epochs: int = 5
+    """SGD passes over each iteration's batch, > 0."""
     ppo_lr: float = 3e-4
+    """PPO's optimizer (Adam) learning rate, > 0: the agent's, not the child's."""
     ppo_lr_final: float | None = None
+    """If set, in [0, ``ppo_lr``]: PPO's LR decays linearly from ``ppo_lr`` to it over the run's env steps (its
+    total iterations x ``train_batch_size``), so the last checkpoints settle instead of jittering."""
     gamma: float = 0.99
+    """PPO's discount, in (0, 1]; with ``log_improvement`` the default configs use 1, so the return is exactly
+    the telescoped log L_0/L_T (against a twin, log L_T^twin/L_T)."""
     gae_lambda: float = 1.0
+    """GAE's lambda, in [0, 1]; 1 gives Monte Carlo advantages, which the ablation in docs/controller.md chose
+    over the paper's 0.95."""
     entropy_coeff: float = 0.0
+    """>= 0: PPO's entropy bonus, rewarding a spread-out policy so it keeps exploring (the default configs:
+    0.01)."""
     clip_param: float = 0.3
+    """> 0: PPO's clipping range, its trust region: how far one update may move the policy's probabilities."""
     num_env_runners: int = 1
+    """RLlib env runners sampling episodes in parallel, >= 0 (0: the driver samples); each asks for the
+    resources ``resources`` plans for env runners."""
     num_envs_per_env_runner: int = 1
+    """Envs (children) per runner, > 0; above 1 they train as one batched computation
+    (:class:`lrservice.control.vector_env.LRVectorEnv`), measured ~2x faster per child."""
     checkpoint_every: int = 5
+    """Iterations between checkpoints, > 0 (one is also written after the last): each is exported as
+    ``last.pt`` and, with ``selection_seeds``, scored."""
     # -- checkpoint selection (lrservice.control.selection) ------------------------------
     selection_seeds: tuple[int, ...] = ()
+    """Distinct non-negative child seeds every kept checkpoint is scored on against tuned cosine; the best is
+    exported as ``controller.pt``, because PPO's policy moves between checkpoints by as much as the gap to
+    tuned cosine. Empty: no selection, ``controller.pt`` is the last checkpoint. Must be apart from
+    ``evaluate.tune_seeds``, ``evaluate.seeds`` and ``task.seed`` (checked at load)."""
     # -- output -------------------------------------------------------------------------
     checkpoint_dir: str = "results/controller"
+    """``train-controller``'s output directory when ``--output`` is not given (``~`` expanded)."""
 
     @property
     def action_factors(self) -> tuple[float, ...]:

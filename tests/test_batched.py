@@ -23,9 +23,10 @@ import pytest
 import torch
 from torch import nn
 
-from lrservice.child import ChildTrainer, load_task_data
 from lrservice.child.batched import MODE_FAST, MODE_VMAP, BatchedChildTrainer, NotBatchable
+from lrservice.child.features import COLUMN, FEATURE_NAMES
 from lrservice.child.pool import SeparateChildren, child_pool, pool_mode
+from lrservice.child.trainer import ChildTrainer, load_task_data
 from lrservice.config import TaskConfig
 
 RTOL, ATOL = 1e-4, 1e-6          # float32, short horizons (see the module docstring)
@@ -206,6 +207,41 @@ def test_initial_weights_and_first_observation_match_exactly(task, data):
     feats, _ = batched.observe()
     ref = np.stack([c.observe()[0] for c in children])
     np.testing.assert_allclose(feats, ref, rtol=RTOL, atol=ATOL)
+
+
+@pytest.mark.parametrize("fast_path", [True, False])
+def test_each_column_holds_the_feature_feature_names_puts_there(task, data, fast_path):
+    """Batched and separate rows, read by name through ``COLUMN``, against each feature computed here
+    from the child itself: the ``lr`` column is the LR set, ``train_loss`` the block's mean loss, and so
+    on. A row built in another order than ``FEATURE_NAMES`` fails (after a first observation, all seven
+    values differ)."""
+    lrs, seeds = (3e-3, 7e-4), (0, 1)
+    batched = BatchedChildTrainer(task, len(lrs), data=data, fast_path=fast_path)
+    batched.reset(lrs, seeds)
+    children = _separate(task, data, lrs, seeds)
+    x, _ = batched.split("val_subset")
+    with torch.no_grad():
+        before_b = batched.logits(x)
+    batched.observe()
+    results_b = batched.train_steps(5)
+    feats_b, evals_b = batched.observe()
+    with torch.no_grad():
+        logits_b, head_b = batched.logits(x), batched.head_weights()
+    for i, child in enumerate(children):
+        before = child.logits(x)
+        child.observe()
+        result = child.train_steps(5)
+        feats, evaluation = child.observe()
+        logits = child.logits(x)
+        rows = {"separate": (feats, result, evaluation, logits, before, child.model.head.weight.detach()),
+                "batched": (feats_b[i], results_b[i], evals_b[i], logits_b[i], before_b[i], head_b[i])}
+        for how, (row, res, ev, out, prev, head) in rows.items():
+            expected = {"train_loss": res.mean_loss, "val_loss": ev.loss, "pred_var": float(out.var()),
+                        "pred_change_var": float((out - prev).var()), "head_weight_mean": float(head.mean()),
+                        "head_weight_var": float(head.var()), "lr": lrs[i]}
+            assert set(expected) == set(FEATURE_NAMES) and len(set(expected.values())) == len(FEATURE_NAMES)
+            for name in FEATURE_NAMES:
+                assert row[COLUMN[name]] == pytest.approx(expected[name], rel=1e-4, abs=1e-7), (how, name)
 
 
 def test_per_child_lr_changes_only_that_child(task, float64):

@@ -7,8 +7,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from lrservice.child import FEATURE_NAMES, ChildTrainer, build_model, load_dataset
-from lrservice.child.features import observation_features
+from lrservice.child.data import load_dataset
+from lrservice.child.features import COLUMN, FEATURE_NAMES, NUM_FEATURES, in_feature_order, observation_features
+from lrservice.child.models import build_model
+from lrservice.child.trainer import ChildTrainer
 from lrservice.config import TaskConfig
 
 
@@ -96,6 +98,17 @@ def test_observation_features_hand_computed():
     head = torch.tensor([[0.5, -0.5], [1.5, 2.5]])           # mean 1, unbiased var = 14/9... computed below
     f = observation_features(0.7, 0.9, logits, prev, head, 1e-3)
     assert f.tolist() == pytest.approx([0.7, 0.9, 20 / 3, 20 / 3, 1.0, (0.25 + 2.25 + 0.25 + 2.25) / 3, 1e-3])
+
+
+def test_a_row_is_built_in_feature_names_order_from_every_name_and_no_other():
+    values = {name: i * 10 for i, name in enumerate(reversed(FEATURE_NAMES))}
+    row = in_feature_order(values)
+    assert len(row) == NUM_FEATURES
+    assert [row[COLUMN[name]] for name in FEATURE_NAMES] == [values[name] for name in FEATURE_NAMES]
+    with pytest.raises(ValueError, match=r"missing \['lr'\]"):
+        in_feature_order({k: v for k, v in values.items() if k != "lr"})
+    with pytest.raises(ValueError, match=r"not in FEATURE_NAMES \['progress'\]"):
+        in_feature_order({**values, "progress": 0.5})
 
 
 def test_divergence_is_reported_not_raised(digits):

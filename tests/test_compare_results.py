@@ -17,7 +17,14 @@ import pytest
 
 from lrservice.compare.arms import pick_winners
 from lrservice.compare.report import PLOTS, build_report
-from lrservice.compare.results import STEPS_SCHEMA, TRIALS_SCHEMA, arm_summary, rows_from_reports, to_table
+from lrservice.compare.results import (
+    STEPS_SCHEMA,
+    TRIALS_SCHEMA,
+    arm_summary,
+    format_summary,
+    rows_from_reports,
+    to_table,
+)
 from lrservice.files import write_parquet
 
 STEPS_COLUMNS = ["run_id", "phase", "arm", "trial_id", "params", "seed", "step", "train_loss", "val_loss",
@@ -185,6 +192,8 @@ def test_summary_pairs_every_arm_with_the_best_tuned_baseline_and_the_report_sho
     from lrservice.compare.cost import add_costs
 
     steps, trials = _fixture_run(tmp_path, np.random.default_rng(1))
+    gamma_tuned = {**trials.iloc[6].to_dict(), "phase": "tune", "trial_id": "tune-1", "final_val_loss": 0.005}
+    trials = pd.concat([trials, pd.DataFrame([gamma_tuned])], ignore_index=True)  # gamma's tuned point beats alpha's
     (tmp_path / "config.json").write_text(json.dumps({"run_id": "r", "config": {"task": {}, "compare": {"arms": [
         {"name": "alpha", "kind": "constant", "grid": {"lr": [0.1, 0.01]}},
         {"name": "gamma", "kind": "cosine", "grid": {"lr": [0.1]}},
@@ -194,8 +203,9 @@ def test_summary_pairs_every_arm_with_the_best_tuned_baseline_and_the_report_sho
     build_report(tmp_path, log=lambda _: None)
     summary = pd.read_csv(tmp_path / "summary.csv").set_index("arm")
     ev = trials[trials["phase"] == "eval"].pivot(index="seed", columns="arm", values="test_loss")
-    # gamma (0.20) beats alpha (0.30) on validation: gamma is the reference, alpha and beta pair with it
+    # gamma's tuned point (0.005) beats alpha's (0.01) on the tune seeds: gamma is the reference
     assert summary.loc["gamma", "verdict"] == "reference" and summary.loc["alpha", "vs"] == "gamma"
+    assert set(summary["vs_picked_on"]) == {"tune seeds"}
     assert summary.loc["beta", "diff_mean"] == pytest.approx((ev["beta"] - ev["gamma"]).mean())
     assert summary.loc["beta", "diff_ci_high"] < 0 and summary.loc["beta", "verdict"] == "better"
     assert summary.loc["alpha", "diff_ci_low"] > 0 and summary.loc["alpha", "verdict"] == "worse"
@@ -206,6 +216,50 @@ def test_summary_pairs_every_arm_with_the_best_tuned_baseline_and_the_report_sho
     assert "±" in page and "final_val_loss_mean" not in page and "data:image/png;base64," in page
     assert "<td class='better'>better</td>" in page and "cost: child steps" in page
     assert "(reference)" in (tmp_path / "report.md").read_text()
+    assert "Reference (Δ vs): gamma, picked on the tune seeds" in (tmp_path / "report.md").read_text() and (
+        "Reference (Δ vs): gamma, picked on the tune seeds" in page)
+
+
+def _rows(phase, arm, params, losses, diverged=(), seeds=None):
+    """Trials rows of one arm and point; ``diverged``: indices of rows that diverged."""
+    return [{"phase": phase, "arm": arm, "trial_id": f"{phase}-{arm}-{params}-{i}", "params": json.dumps(params),
+             "seed": (seeds or range(100, 100 + len(losses)))[i], "diverged": i in diverged, "final_val_loss": loss,
+             "test_loss": loss if loss is None else loss + 0.01, "test_accuracy": 0.9, "steps_to_target": None}
+            for i, loss in enumerate(losses)]
+
+
+HELD_OUT = [0, 1, 2]
+EVAL_ROWS = (_rows("eval", "const", {"lr": 0.01}, [0.10, 0.11, 0.09], seeds=HELD_OUT)       # best on held-out seeds
+             + _rows("eval", "cos", {"lr": 0.03}, [0.15, 0.14, 0.16], seeds=HELD_OUT)
+             + _rows("eval", "ctrl", {"checkpoint": "x.pt"}, [0.12, 0.12, 0.13], seeds=HELD_OUT))
+
+
+def test_the_reference_is_the_baseline_whose_tuned_point_won_on_the_tune_seeds():
+    """const is best on the held-out seeds, cos on the tune seeds: cos is the reference. const's tune
+    points that look better only by counting a diverged or NaN trial as a loss must not win."""
+    tune = (_rows("tune", "const", {"lr": 0.01}, [0.20, 0.22])
+            + _rows("tune", "const", {"lr": 1.0}, [0.05, 0.06], diverged=(0,))     # 0.055 if the diverged one counted
+            + _rows("tune", "const", {"lr": 0.3}, [math.nan, 0.01])               # 0.01 if NaN were skipped
+            + _rows("tune", "cos", {"lr": 0.03}, [0.18, 0.20])
+            + _rows("tune", "cos", {"lr": 0.1}, [0.25, 0.30]))
+    trials = pd.DataFrame(tune + EVAL_ROWS)
+    summary = arm_summary(trials, baselines=["const", "cos"]).set_index("arm")
+    assert summary.loc["const", "rank"] == 1  # ranked on the held-out seeds as before
+    assert set(summary["vs"]) == {"cos"} and summary.loc["cos", "verdict"] == "reference"
+    assert set(summary["vs_picked_on"]) == {"tune seeds"}
+    ev = trials[trials["phase"] == "eval"].pivot(index="seed", columns="arm", values="test_loss")
+    assert summary.loc["const", "diff_mean"] == pytest.approx((ev["const"] - ev["cos"]).mean())
+    assert "Reference (Δ vs): cos, picked on the tune seeds" in format_summary(summary.reset_index())
+
+
+def test_with_no_baseline_tuned_the_reference_is_picked_on_the_held_out_seeds():
+    tune = _rows("tune", "zoo", {"name": "FIX", "k0": 0.01}, [0.001])  # not a baseline: no say in the reference
+    trials = pd.DataFrame(tune + EVAL_ROWS)
+    summary = arm_summary(trials, baselines=["const", "cos"]).set_index("arm")
+    assert set(summary["vs"]) == {"const"} and summary.loc["const", "verdict"] == "reference"
+    assert set(summary["vs_picked_on"]) == {"held-out seeds"}
+    assert "Reference (Δ vs): const, picked on the held-out seeds" in format_summary(summary.reset_index())
+    assert arm_summary(trials)["vs_picked_on"].tolist() == ["", "", ""]  # no baseline at all: nothing paired
 
 
 def test_schema_columns_are_documented():

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from gymnasium.utils.env_checker import check_env
 
-from lrservice.child import load_dataset
+from lrservice.child.data import load_dataset
 from lrservice.config import ConfigError, ControllerConfig, TaskConfig
 from lrservice.control.actions import action_space, lr_factor, next_lr
 from lrservice.control.env import LRControlEnv, env_config

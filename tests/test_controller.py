@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from lrservice.child import load_dataset
+from lrservice.child.data import load_dataset
 from lrservice.child.trainer import ChildTrainer
 from lrservice.config import ConfigError, TaskConfig, config_from_dict
 from lrservice.control.checkpoint import (

@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from lrservice.child import load_task_data
+from lrservice.child.trainer import load_task_data
 from lrservice.config import config_from_dict
 from lrservice.control.controller import LearnedController
 from lrservice.control.episodes import EpisodeBatch

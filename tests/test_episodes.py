@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 import torch
 
-from lrservice.child import ChildTrainer, load_task_data
 from lrservice.child.features import EXTENDED_NAMES, FEATURE_NAMES, INVARIANT_NAMES, feature_set
+from lrservice.child.trainer import ChildTrainer, load_task_data
 from lrservice.config import ConfigError, ControllerConfig, TaskConfig, config_from_dict
 from lrservice.control.actions import envelope, lr_in_force, step_reward
 from lrservice.control.env import LRControlEnv, env_config

@@ -21,7 +21,7 @@ import torch
 import yaml
 from helpers import record_child
 
-from lrservice.child import ChildTrainer, load_task_data
+from lrservice.child.trainer import ChildTrainer, load_task_data
 from lrservice.cli import main
 from lrservice.config import config_from_dict
 from lrservice.control.checkpoint import EXPORT_FORMAT, EXPORT_VERSION

@@ -19,8 +19,8 @@ import torch
 import torch.nn.functional as F
 from helpers import record_child
 
-from lrservice.child import load_task_data
 from lrservice.child.models import build_model
+from lrservice.child.trainer import load_task_data
 from lrservice.compare.arms import trial_spec, validate_compare
 from lrservice.config import ArmConfig, ConfigError, RunConfig, TaskConfig, config_from_dict
 from lrservice.kinds import ArmKind, Param, baselines, get_kind, kinds

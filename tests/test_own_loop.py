@@ -27,9 +27,9 @@ import torch
 import torch.nn.functional as F
 from helpers import record_child
 
-from lrservice.child import load_task_data
 from lrservice.child.models import build_model
 from lrservice.child.pool import SeparateChildren
+from lrservice.child.trainer import load_task_data
 from lrservice.compare.arms import trial_spec
 from lrservice.config import ArmConfig, RunConfig, config_from_dict
 from lrservice.control.checkpoint import EXPORT_FORMAT, EXPORT_VERSION

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from lrservice.child import ChildTrainer, load_task_data
+from lrservice.child.trainer import ChildTrainer, load_task_data
 from lrservice.config import ConfigError, config_from_dict
 from lrservice.control.actions import next_lr
 from lrservice.control.vector_env import LRVectorEnv, register_vector_env

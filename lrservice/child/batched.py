@@ -40,6 +40,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lrservice.child.data import ChildData
+from lrservice.child.features import COLUMN, in_feature_order
 from lrservice.child.models import MLP, task_model
 from lrservice.child.observer import output_layer
 from lrservice.child.trainer import EVAL_CHUNK, Evaluation, TrainResult, load_task_data, resolve_device, task_loss
@@ -521,7 +522,7 @@ class BatchedChildTrainer:
 
     @torch.no_grad()
     def observe(self, children: Sequence[int] | None = None) -> tuple[np.ndarray, list[Evaluation]]:
-        """Features ``(K, 7)`` (``FEATURE_NAMES`` order, float32) and each child's val-subset evaluation.
+        """Features ``(K, NUM_FEATURES)`` (``FEATURE_NAMES`` order, float32) and each child's val-subset evaluation.
 
         Same definitions as ``ChildTrainer.observe``: train loss is the mean since the
         child's previous observation (its val loss if it took no step), prediction change
@@ -538,15 +539,15 @@ class BatchedChildTrainer:
         count = self._loss_count
         train_loss = torch.where(count > 0, self._loss_sum / count.clamp_min(1), val_loss.double())
         head = self.head_weights()
-        feats = torch.stack([
-            train_loss.float(),
-            val_loss,
-            out.flatten(1).var(dim=1),
-            (out - prev).flatten(1).var(dim=1),
-            head.flatten(1).mean(dim=1),
-            head.flatten(1).var(dim=1),
-            self._lr_dev.float(),
-        ], dim=1)
+        feats = torch.stack(in_feature_order({
+            "train_loss": train_loss.float(),
+            "val_loss": val_loss,
+            "pred_var": out.flatten(1).var(dim=1),
+            "pred_change_var": (out - prev).flatten(1).var(dim=1),
+            "head_weight_mean": head.flatten(1).mean(dim=1),
+            "head_weight_var": head.flatten(1).var(dim=1),
+            "lr": self._lr_dev.float(),
+        }), dim=1)
         chosen = torch.ones(self.k, dtype=torch.bool, device=self.device)
         if children is not None:
             chosen.zero_()
@@ -557,6 +558,6 @@ class BatchedChildTrainer:
         self._loss_count.masked_fill_(chosen, 0)
         self._alive &= torch.isfinite(val_loss) | ~chosen
         feats_np = feats.cpu().numpy().astype(np.float32)
-        feats_np[:, 6] = self._lrs.astype(np.float32)
+        feats_np[:, COLUMN["lr"]] = self._lrs.astype(np.float32)
         loss_np, acc_np = val_loss.cpu().numpy(), acc.cpu().numpy()
         return feats_np, [Evaluation(loss=float(loss_np[i]), accuracy=float(acc_np[i])) for i in range(self.k)]

@@ -16,8 +16,12 @@ values differ between tasks (a controller that keys on them does not transfer).
 
 from __future__ import annotations
 
+from typing import Mapping, TypeVar
+
 import numpy as np
 import torch
+
+T = TypeVar("T")
 
 FEATURE_NAMES = (
     "train_loss",          # mean training loss over the steps since the last observation
@@ -28,6 +32,8 @@ FEATURE_NAMES = (
     "head_weight_var",     # variance of the output layer's weight matrix
     "lr",                  # the learning rate in force
 )
+NUM_FEATURES = len(FEATURE_NAMES)  # the width of a paper-feature row
+COLUMN = {name: i for i, name in enumerate(FEATURE_NAMES)}  # a paper feature's column in a row
 EXTENDED_NAMES = FEATURE_NAMES + (
     "progress",            # child steps done / steps in the episode, in [0, 1]
     "log10_lr",
@@ -46,25 +52,38 @@ LOSS_FLOOR = 1e-8  # log of a loss that reached 0 stays finite
 VAR_FLOOR = 1e-12  # log of a variance that is 0 stays finite
 
 
+def in_feature_order(columns: Mapping[str, T]) -> list[T]:
+    """The values of ``columns`` (feature name -> value) in :data:`FEATURE_NAMES` order.
+
+    Both implementations of the paper features (:func:`observation_features` and the batched
+    trainer's) build their rows through it, so a row's order is the table's and a feature added
+    to :data:`FEATURE_NAMES` but not computed (or computed but not named) fails at once.
+    """
+    if set(columns) != set(FEATURE_NAMES):
+        missing, extra = set(FEATURE_NAMES) - set(columns), set(columns) - set(FEATURE_NAMES)
+        raise ValueError(f"paper features: missing {sorted(missing)}, not in FEATURE_NAMES {sorted(extra)}")
+    return [columns[name] for name in FEATURE_NAMES]
+
+
 def observation_features(train_loss: float, val_loss: float, logits: torch.Tensor,
                          prev_logits: torch.Tensor | None, head_weight: torch.Tensor,
                          lr: float) -> np.ndarray:
-    """The 7-vector in :data:`FEATURE_NAMES` order, as float32."""
+    """The paper features as a :data:`NUM_FEATURES`-vector in :data:`FEATURE_NAMES` order, as float32."""
     change = logits if prev_logits is None else logits - prev_logits
-    return np.array([
-        train_loss,
-        val_loss,
-        float(logits.var()),
-        float(change.var()),
-        float(head_weight.mean()),
-        float(head_weight.var()),
-        lr,
-    ], dtype=np.float32)
+    return np.array(in_feature_order({
+        "train_loss": train_loss,
+        "val_loss": val_loss,
+        "pred_var": float(logits.var()),
+        "pred_change_var": float(change.var()),
+        "head_weight_mean": float(head_weight.mean()),
+        "head_weight_var": float(head_weight.var()),
+        "lr": lr,
+    }), dtype=np.float32)
 
 
 def feature_set(paper: np.ndarray, progress: np.ndarray | float, name: str,
                 level: np.ndarray | float | None = None) -> np.ndarray:
-    """Rows of paper features ``(..., 7)`` as the named set: ``paper`` as is, ``extended`` with 4 more
+    """Rows of paper features ``(..., NUM_FEATURES)`` as the named set: ``paper`` as is, ``extended`` with 4 more
     columns, ``invariant`` 4 columns computed from them.
 
     ``level`` (a controller steering an envelope) appends :data:`LEVEL_NAME`, log10 of it: the
@@ -89,15 +108,16 @@ def _extended(paper: np.ndarray, progress: np.ndarray | float) -> np.ndarray:
     with np.errstate(divide="ignore", invalid="ignore"):
         extra = np.stack([
             np.broadcast_to(np.asarray(progress, dtype=np.float64), paper.shape[:-1]),
-            np.log10(np.maximum(paper[..., 6], 1e-30)),
-            np.log(np.maximum(paper[..., 0], LOSS_FLOOR)),
-            np.log(np.maximum(paper[..., 1], LOSS_FLOOR)),
+            np.log10(np.maximum(paper[..., COLUMN["lr"]], 1e-30)),
+            np.log(np.maximum(paper[..., COLUMN["train_loss"]], LOSS_FLOOR)),
+            np.log(np.maximum(paper[..., COLUMN["val_loss"]], LOSS_FLOOR)),
         ], axis=-1)
     return np.concatenate([paper, extra], axis=-1)
 
 
 def _invariant(paper: np.ndarray, progress: np.ndarray | float) -> np.ndarray:
     """From the extended columns (one definition of progress, log LR and log losses)."""
-    done, log10_lr, log_train, log_val = np.moveaxis(_extended(paper, progress)[..., len(FEATURE_NAMES):], -1, 0)
-    log_change_ratio = np.log(np.maximum(paper[..., 3], VAR_FLOOR)) - np.log(np.maximum(paper[..., 2], VAR_FLOOR))
+    done, log10_lr, log_train, log_val = np.moveaxis(_extended(paper, progress)[..., NUM_FEATURES:], -1, 0)
+    change_var, pred_var = paper[..., COLUMN["pred_change_var"]], paper[..., COLUMN["pred_var"]]
+    log_change_ratio = np.log(np.maximum(change_var, VAR_FLOOR)) - np.log(np.maximum(pred_var, VAR_FLOOR))
     return np.stack([done, log10_lr, log_val - log_train, log_change_ratio], axis=-1)

@@ -17,6 +17,7 @@ import torch
 
 from lrservice.child.batched import BatchedChildTrainer, NotBatchable
 from lrservice.child.data import ChildData
+from lrservice.child.features import NUM_FEATURES
 from lrservice.child.trainer import ChildTrainer, Evaluation, TrainResult, load_task_data
 from lrservice.config import TaskConfig
 
@@ -58,7 +59,7 @@ class SeparateChildren:
         first = ChildTrainer(task, data=data, device=device)
         self.children = [first] + [ChildTrainer(task, data=first.data, device=str(first.device))
                                    for _ in range(num_children - 1)]
-        self._last = np.zeros((num_children, 7), dtype=np.float32)
+        self._last = np.zeros((num_children, NUM_FEATURES), dtype=np.float32)
         self._last_eval = [Evaluation(float("nan"), float("nan"))] * num_children
 
     def reset_child(self, i: int, lr: float, seed: int, optimizer_factory=None) -> None:

@@ -94,8 +94,8 @@ def eval_specs(config: RunConfig, run_id: str, winners: Mapping[str, dict]) -> l
             for arm in config.compare.arms if not get_kind(arm.kind).population]
 
 
-def pick_winners(rows: Iterable[Mapping[str, Any]]) -> dict[str, dict]:
-    """Per arm, the params with the lowest mean final validation loss over tune seeds.
+def tuned_winners(rows: Iterable[Mapping[str, Any]]) -> dict[str, tuple[dict, float]]:
+    """Per arm, the params with the lowest mean final validation loss over tune seeds, and that mean.
 
     ``rows`` carry ``arm``, ``params`` (dict) and ``final_val_loss``; a diverged or
     missing loss counts as +inf so a stable point always beats an unstable one. Ties go
@@ -105,13 +105,19 @@ def pick_winners(rows: Iterable[Mapping[str, Any]]) -> dict[str, dict]:
     for row in rows:
         key = _key(row["params"])
         loss = row.get("final_val_loss")
-        value = float(loss) if loss is not None and math.isfinite(float(loss)) and not row.get("diverged") else math.inf
-        groups.setdefault(row["arm"], {}).setdefault(key, (dict(row["params"]), []))[1].append(value)
+        finite = loss is not None and math.isfinite(float(loss)) and not row.get("diverged")
+        groups.setdefault(row["arm"], {}).setdefault(key, (dict(row["params"]), []))[1].append(
+            float(loss) if finite else math.inf)
     winners = {}
     for arm, points in groups.items():
-        best = min(points.values(), key=lambda pv: sum(pv[1]) / len(pv[1]))
-        winners[arm] = best[0]
+        params, losses = min(points.values(), key=lambda pv: sum(pv[1]) / len(pv[1]))
+        winners[arm] = (params, sum(losses) / len(losses))
     return winners
+
+
+def pick_winners(rows: Iterable[Mapping[str, Any]]) -> dict[str, dict]:
+    """Per arm, the params :func:`tuned_winners` picks: the eval phase runs them."""
+    return {arm: params for arm, (params, _) in tuned_winners(rows).items()}
 
 
 def _key(params: Mapping[str, Any]) -> str:

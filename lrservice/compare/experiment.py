@@ -280,7 +280,7 @@ def run_compare(config: RunConfig, resume: bool = False, overwrite: bool = False
     write_parquet(to_table(trials_df, TRIALS_SCHEMA), run_dir / TRIALS_FILE)
     log(f"[lrservice] wrote {run_dir / STEPS_FILE} and {run_dir / TRIALS_FILE}")
     log("[lrservice] summary (eval phase, mean ± std over seeds, ranked by final validation loss; "
-        "paired test-loss difference vs the best tuned baseline; cost per result):")
+        "paired test-loss difference vs the reference baseline named below; cost per result):")
     log(format_summary(arm_summary(trials_df, baselines=baseline_arms(config.to_dict()))))
     if config.compare.report:
         report = build_report(run_dir, log=log)

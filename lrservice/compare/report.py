@@ -27,6 +27,7 @@ from lrservice.compare.results import (
     baseline_arms,
     format_summary,
     read_table,
+    reference_note,
     summary_cells,
 )
 from lrservice.files import write_text
@@ -118,7 +119,7 @@ def build_report(run_dir: str | Path, log: Callable[[str], None] = print, echo: 
              f"tune trials: {int((trials['phase'] == 'tune').sum())}; "
              f"PBT members: {len(members)}. Target accuracy (validation): {target.iloc[0] if len(target) else '?'}.")
     how = ("Arms ranked by mean final validation loss over held-out seeds (mean ± std; steps to target over the "
-           "seeds that reached it). Δ test loss: per-seed difference to the best tuned baseline on the same seeds, "
+           "seeds that reached it). Δ test loss: per-seed difference to the reference baseline on the same seeds, "
            "mean and 95% bootstrap CI; verdict better / no difference / worse from the CI. Cost: child steps and "
            "trial seconds spent per result, tuning / population / controller training included. A PBT result is "
            "the member PBT deploys for that seed (best final validation loss); members are not seeds.")
@@ -164,6 +165,7 @@ CSS = ("body{font-family:system-ui,sans-serif;font-size:14px;max-width:1300px;ma
 def _html(run_dir: Path, title: str, about: str, how: str, summary: pd.DataFrame, winners: dict[str, str],
           costs: dict[str, str], replay: str) -> None:
     """report.html: the Markdown table's cells, fits a ~1366 px laptop screen, plots inlined."""
+    note = "" if summary.empty else f"<p>{html.escape(reference_note(summary))}</p>"
     if summary.empty:
         table = "<p>no finished eval trials</p>"
     else:
@@ -187,5 +189,5 @@ def _html(run_dir: Path, title: str, about: str, how: str, summary: pd.DataFrame
         f"<!doctype html><html><head><meta charset='utf-8'><meta name='viewport' content='width=device-width'>"
         f"<title>{html.escape(title)}</title><style>{CSS}</style></head><body>"
         f"<h1>{html.escape(title)}</h1><p>{html.escape(about)}</p><h2>Ranking (eval phase)</h2>"
-        f"<p>{html.escape(how)}</p>{table}<h2>Cost</h2><ul>{cost}</ul><h2>Parameters</h2><ul>{params}</ul>"
+        f"<p>{html.escape(how)}</p>{table}{note}<h2>Cost</h2><ul>{cost}</ul><h2>Parameters</h2><ul>{params}</ul>"
         f"{images}{replay_html}</body></html>")

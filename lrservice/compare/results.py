@@ -19,6 +19,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from lrservice.compare.arms import tuned_winners
 from lrservice.kinds import baselines, get_kind
 from lrservice.stats import compare_paired
 
@@ -222,15 +223,46 @@ def baseline_arms(config: Mapping[str, Any]) -> list[str]:
     return tuned or [a["name"] for a in arms if a.get("kind") in kinds]
 
 
+PICKED_ON = {"tune": "tune seeds", "eval": "held-out seeds"}  # pick_reference's rule -> the vs_picked_on column
+
+
+def pick_reference(trials: pd.DataFrame, candidates: Iterable[str], phase: str = "eval") -> tuple[str | None, str]:
+    """The reference of the paired statistics among ``candidates`` (baseline arms with rows in
+    ``phase``), and the rule that picked it: ``"tune"``, ``"eval"`` or ``""`` (no candidate).
+
+    ``tune``: each candidate's tuned winner is the point of its tune-phase rows with the lowest
+    mean final validation loss (a diverged or missing loss counts as +inf), as
+    :func:`lrservice.compare.arms.tuned_winners` picks it for the eval phase; the candidate whose
+    winner scored lowest is the reference (a candidate without tune rows scores +inf; ties go to
+    the first name). So the reference is chosen before any held-out seed is looked at, never on
+    the seeds it is then compared on. ``eval``: only when no candidate has a tune row (untuned
+    baselines), the candidate with the lowest mean final validation loss in ``phase``.
+    """
+    names = list(candidates)
+    if not names:
+        return None, ""
+    tune = trials[(trials["phase"] == "tune") & trials["arm"].isin(names)]
+    if len(tune):
+        rows = ({**r, "params": json.loads(r["params"]) if isinstance(r["params"], str) else r["params"]}
+                for r in tune.to_dict("records"))
+        scores = {arm: score for arm, (_, score) in tuned_winners(rows).items()}
+        return min(sorted(names), key=lambda arm: scores.get(arm, math.inf)), "tune"
+    means = trials[trials["phase"] == phase].groupby("arm")["final_val_loss"].mean().fillna(math.inf)
+    return min(sorted(names), key=lambda arm: means.get(arm, math.inf)), "eval"
+
+
 def arm_summary(trials: pd.DataFrame, phase: str = "eval", baselines: Iterable[str] = ()) -> pd.DataFrame:
     """Ranked arms of ``phase``: mean and std over seeds, cost, and the paired comparison.
 
     Diverged trials count in ``diverged`` and their NaN losses are left out of means;
     ``reached`` counts seeds that hit the target accuracy and ``steps_to_target`` is
     averaged over those. ``cost_steps`` / ``cost_wall_s`` are means over seeds of what each
-    result cost (:mod:`lrservice.compare.cost`). The reference ``vs`` is the best of
-    ``baselines`` by mean final validation loss; ``diff_*`` are the per-seed test-loss
-    differences arm - reference (mean, 95% bootstrap CI) and ``verdict`` reads the CI.
+    result cost (:mod:`lrservice.compare.cost`). The reference ``vs`` is the one of
+    ``baselines`` (those that ran in ``phase``) whose tuned winner scored the lowest mean final
+    validation loss on the tune seeds; on ``phase``'s own seeds only when no baseline has tune
+    rows (:func:`pick_reference`); ``vs_picked_on`` says which (``tune seeds`` / ``held-out
+    seeds``). ``diff_*`` are the per-seed test-loss differences arm - reference (mean, 95%
+    bootstrap CI) and ``verdict`` reads the CI.
     """
     df = trials[trials["phase"] == phase]
     rows = []
@@ -252,8 +284,7 @@ def arm_summary(trials: pd.DataFrame, phase: str = "eval", baselines: Iterable[s
         return out
     out = out.sort_values(["final_val_loss_mean", "arm"], na_position="last", kind="stable").reset_index(drop=True)
     out.insert(0, "rank", range(1, len(out) + 1))
-    candidates = out[out["arm"].isin(list(baselines))]
-    reference = candidates["arm"].iloc[0] if len(candidates) else None
+    reference, rule = pick_reference(trials, [a for a in baselines if a in set(out["arm"])], phase)
     paired = {"vs": [], "diff_n": [], "diff_mean": [], "diff_ci_low": [], "diff_ci_high": [], "verdict": []}
     ref_loss = _by_seed(df, reference) if reference else {}
     for arm in out["arm"]:
@@ -266,6 +297,7 @@ def arm_summary(trials: pd.DataFrame, phase: str = "eval", baselines: Iterable[s
             paired[key].append(value)
     for key, values in paired.items():
         out[key] = values
+    out["vs_picked_on"] = PICKED_ON.get(rule, "")
     return out
 
 
@@ -299,11 +331,24 @@ def _nan(value: Any) -> bool:
     return value is None or (isinstance(value, float) and math.isnan(value))
 
 
+def reference_note(summary: pd.DataFrame) -> str:
+    """One sentence: which arm the Δ column pairs with and on which seeds it was picked."""
+    refs = summary[summary["verdict"] == "reference"] if not summary.empty else summary
+    if refs.empty:
+        return "No baseline arm: no paired comparison."
+    arm = refs.iloc[0]["arm"]
+    if refs.iloc[0]["vs_picked_on"] == PICKED_ON["tune"]:
+        return (f"Reference (Δ vs): {arm}, picked on the tune seeds: of the baselines, its tuned point had the "
+                "lowest mean final validation loss there (the held-out seeds played no part in picking it).")
+    return (f"Reference (Δ vs): {arm}, picked on the held-out seeds: no baseline was tuned, so the one with the "
+            "lowest mean final validation loss on them.")
+
+
 def format_summary(summary: pd.DataFrame) -> str:
-    """The ranked table as fixed-width text (also valid Markdown)."""
+    """The ranked table as fixed-width text (also valid Markdown), then :func:`reference_note`."""
     if summary.empty:
         return "(no finished eval trials)"
     lines = ["| " + " | ".join(SUMMARY_HEAD) + " |", "|" + "|".join("---" for _ in SUMMARY_HEAD) + "|"]
     for _, r in summary.iterrows():
         lines.append("| " + " | ".join(summary_cells(r)) + " |")
-    return "\n".join(lines)
+    return "\n".join(lines + ["", reference_note(summary)])

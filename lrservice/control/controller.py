@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from torch.optim.lr_scheduler import LRScheduler
 
-from lrservice.child.features import feature_set
+from lrservice.child.features import COLUMN, NUM_FEATURES, feature_set
 from lrservice.child.observer import ChildObserver  # re-exported: users import it from here with the scheduler
 from lrservice.control.actions import finite_features, lr_in_force, next_lr, observed_level
 from lrservice.control.checkpoint import export_payload, export_sections, load_export, resolve_checkpoint
@@ -129,9 +129,9 @@ class LearnedController:
         if self.needs_progress and progress is None:
             raise ValueError(f"this controller uses {self.features!r} features and envelope "
                              f"{self.config.envelope!r}: pass progress (child steps done / total steps)")
-        level = observed_level(self.config, level if level is not None else paper_features[6])
-        return feature_set(np.asarray(paper_features, dtype=np.float32).reshape(7), progress or 0.0, self.features,
-                           level)
+        paper = np.asarray(paper_features).reshape(NUM_FEATURES)
+        level = observed_level(self.config, level if level is not None else paper[COLUMN["lr"]])
+        return feature_set(paper.astype(np.float32), progress or 0.0, self.features, level)
 
     def decide(self, features: np.ndarray, lr: float, progress: float | None = None,
                level: float | None = None) -> tuple[float, float]:
