@@ -246,7 +246,10 @@ class ScheduledChildren:
         return out
 
     def final(self, children: Sequence[int], target: float) -> dict[int, dict]:
-        """Final metrics of ``children`` (each stopped): test metrics, LRBench utility / cost / robustness."""
+        """Final metrics of ``children`` (each stopped): test metrics, LRBench utility / cost / robustness.
+
+        ``train_eval_loss`` is the loss on the whole train split (the gap's train side; recommend
+        reports it, compare's tables leave it out)."""
         if not children:
             return {}
         children = list(children)
@@ -274,6 +277,7 @@ class ScheduledChildren:
                 "conf_mean_correct": float(util.get("conf_mean_correct", nan)),
                 "conf_std_correct": float(util.get("conf_std_correct", nan)),
                 "class_conf_spread": float(util.get("class_conf_spread", nan)),
+                "train_eval_loss": train_loss,
                 "train_test_loss_gap": float(loss_gap(train_loss, test_loss)) if finite else nan,
                 "steps_to_target": reached["steps_to_target"],
                 "seconds_to_target": reached["seconds_to_target"],
