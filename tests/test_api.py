@@ -214,4 +214,4 @@ def test_recommend_returns_the_ranked_candidates(ray_local, tmp_path):
     pd.testing.assert_frame_equal(result.steps, pd.read_parquet(run_dir / "steps.parquet"))
     assert result.best["candidate"] == candidates["candidate"].iloc[0]
     assert result.recommended.read_text() == result.snippet and result.verdict
-    assert result.runs["steps_run"].max() == 40
+    assert result.runs["steps_done"].max() == 40

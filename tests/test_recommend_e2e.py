@@ -60,8 +60,8 @@ def test_claims_match_parquet(recommendation):
     assert set(runs["stage"]) == {"search", "compose", "verify"}
     search = runs[runs.stage == "search"]
     assert len(search) == 6 + 1 and REFERENCE in set(search.candidate)
-    assert (search.steps_run < BUDGET).any(), "ASHA stopped no search trial early"
-    assert (runs[runs.stage == "verify"].steps_run == BUDGET).all()
+    assert (search.steps_done < BUDGET).any(), "ASHA stopped no search trial early"
+    assert (runs[runs.stage == "verify"].steps_done == BUDGET).all()
 
     # steps-to-target of every run, recomputed from its curve
     for _, run in runs.iterrows():
@@ -70,7 +70,7 @@ def test_claims_match_parquet(recommendation):
         missing = run.steps_to_target is None or run.steps_to_target != run.steps_to_target  # None or NaN
         got = None if missing else int(run.steps_to_target)
         assert got == expect, (run.candidate, run.seed, run.scale)
-        assert curve.step.max() == run.steps_run
+        assert curve.step.max() == run.steps_done
 
     # candidate summaries, recomputed from the verify runs
     verify = runs[runs.stage == "verify"]

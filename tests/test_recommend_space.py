@@ -89,7 +89,7 @@ def _run(candidate, seed, scale, steps, final, test=0.9, gap=0.1):
     return {"candidate": candidate, "policy": json.dumps({"name": "FIX", "k0": 0.001}), "label": candidate,
             "seed": seed, "scale": scale, "steps_to_target": steps,
             "seconds_to_target": None if steps is None else steps / 100,
-            "final_val_accuracy": final, "test_accuracy": test, "loss_gap": gap}
+            "final_val_accuracy": final, "test_accuracy": test, "train_test_loss_gap": gap}
 
 
 def test_summarise_and_rank_by_hand():
@@ -123,14 +123,15 @@ def test_summarise_and_rank_by_hand():
 def test_rows_from_reports_recomputes_cost():
     run = {"candidate": "x", "label": "x", "policy": {"name": "FIX", "k0": 0.001}, "seed": 1, "scale": 1.0}
     reports = [{"step": 10 * i, "val_accuracy": acc, "val_loss": 1.0, "train_loss": 1.0, "lr": 0.001,
-                "seconds": 0.5 * i, "diverged": False, "final": False} for i, acc in enumerate([0.5, 0.8, 0.91, 0.85],
+                "elapsed_s": 0.5 * i, "diverged": False, "final": False} for i, acc in enumerate([0.5, 0.8, 0.91, 0.85],
                                                                                                1)]
     steps, row = rows_from_reports("search", run, "t1", reports, 0.9)
     assert len(steps) == 4 and row["steps_to_target"] == 30 and row["seconds_to_target"] == 1.5
-    assert not row["completed"] and row["steps_run"] == 40 and row["best_val_accuracy"] == 0.91
-    diverged = reports[:1] + [{**reports[1], "diverged": True, "val_accuracy": 0.1}]
+    assert not row["completed"] and row["steps_done"] == 40 and row["best_val_accuracy"] == 0.91
+    diverged = reports[:1] + [{**reports[1], "diverged": True, "val_accuracy": 0.1, "final": True}]
     _, row = rows_from_reports("search", run, "t2", diverged, 0.9)
     assert row["diverged"] and row["steps_to_target"] is None and row["final_val_accuracy"] == 0.0
+    assert not row["completed"]
 
 
 def test_recommend_config_errors_name_the_field():

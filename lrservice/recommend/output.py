@@ -27,19 +27,19 @@ from lrservice.recommend.metrics import sensitivity_key
 STEPS_SCHEMA = pa.schema([
     ("stage", pa.string()), ("candidate", pa.string()), ("seed", pa.int64()), ("scale", pa.float64()),
     ("trial_id", pa.string()), ("step", pa.int64()), ("val_loss", pa.float64()), ("val_accuracy", pa.float64()),
-    ("train_loss", pa.float64()), ("lr", pa.float64()), ("seconds", pa.float64()),
+    ("train_loss", pa.float64()), ("lr", pa.float64()), ("elapsed_s", pa.float64()),
 ])
 
 RUNS_SCHEMA = pa.schema([
     ("stage", pa.string()), ("candidate", pa.string()), ("label", pa.string()), ("policy", pa.string()),
     ("seed", pa.int64()), ("scale", pa.float64()), ("trial_id", pa.string()),
-    ("steps_run", pa.int64()), ("completed", pa.bool_()), ("diverged", pa.bool_()),
-    ("steps_to_target", pa.int64()), ("seconds_to_target", pa.float64()),
+    ("steps_done", pa.int64()), ("completed", pa.bool_()), ("diverged", pa.bool_()),
+    ("steps_to_target", pa.int64()), ("seconds_to_target", pa.float64()), ("target_accuracy", pa.float64()),
     ("best_val_accuracy", pa.float64()), ("last_val_accuracy", pa.float64()),
     ("final_val_accuracy", pa.float64()), ("final_val_loss", pa.float64()),
-    ("test_accuracy", pa.float64()), ("test_loss", pa.float64()), ("train_eval_loss", pa.float64()),
-    ("loss_gap", pa.float64()), ("test_top5", pa.float64()), ("test_conf_mean_correct", pa.float64()),
-    ("test_conf_std_correct", pa.float64()), ("test_class_conf_spread", pa.float64()), ("seconds", pa.float64()),
+    ("test_accuracy", pa.float64()), ("test_loss", pa.float64()), ("top5_accuracy", pa.float64()),
+    ("conf_mean_correct", pa.float64()), ("conf_std_correct", pa.float64()), ("class_conf_spread", pa.float64()),
+    ("train_eval_loss", pa.float64()), ("train_test_loss_gap", pa.float64()), ("elapsed_s", pa.float64()),
 ])
 
 _CANDIDATE_FIELDS = [
@@ -48,7 +48,8 @@ _CANDIDATE_FIELDS = [
     ("steps_to_target_mean", pa.float64()), ("steps_to_target_std", pa.float64()),
     ("seconds_to_target_mean", pa.float64()),
     ("final_val_accuracy_mean", pa.float64()), ("final_val_accuracy_std", pa.float64()),
-    ("test_accuracy_mean", pa.float64()), ("test_accuracy_std", pa.float64()), ("loss_gap_mean", pa.float64()),
+    ("test_accuracy_mean", pa.float64()), ("test_accuracy_std", pa.float64()),
+    ("train_test_loss_gap_mean", pa.float64()),
     ("speedup_vs_fix", pa.float64()),
 ]
 
@@ -113,7 +114,7 @@ def format_table(ranked: Sequence[Mapping], scales: Sequence[float]) -> str:
         cells = [str(c["rank"]), c["candidate"] + (" (ref)" if c.get("is_reference") else ""), c["label"],
                  f"{c['seeds_reached']}/{c['num_seeds']}", steps,
                  f"{_fmt(c['final_val_accuracy_mean'], '.4f')} ± {_fmt(c['final_val_accuracy_std'], '.4f')}",
-                 _fmt(c["test_accuracy_mean"], ".4f"), _fmt(c["loss_gap_mean"], "+.4f")]
+                 _fmt(c["test_accuracy_mean"], ".4f"), _fmt(c["train_test_loss_gap_mean"], "+.4f")]
         cells += [_fmt(c.get(sensitivity_key(s)), "+.3f") for s in scales]
         cells.append(_fmt(c.get("speedup_vs_fix"), ".2f"))
         lines.append("| " + " | ".join(cells) + " |")

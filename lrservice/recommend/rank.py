@@ -29,7 +29,7 @@ def search_key(run: Mapping) -> tuple:
     """Order of one search run: reached the target, fewer steps to it, then higher accuracy.
 
     Accuracy is the final validation accuracy when the run finished its budget, else the
-    best validation-subset accuracy it reported before ASHA stopped it (finished runs first).
+    best validation accuracy it reported before ASHA stopped it (finished runs first).
     """
     steps = _num(run.get("steps_to_target"))
     final = _num(run.get("final_val_accuracy"))
@@ -63,7 +63,7 @@ def summarise(candidate: str, runs: Iterable[Mapping], seeds: Sequence[int], sca
     seconds = [_num(r.get("seconds_to_target")) for r in unscaled]
     final = [_num(r["final_val_accuracy"]) or 0.0 for r in unscaled]
     test = [_num(r.get("test_accuracy")) for r in unscaled]
-    gaps = [_num(r.get("loss_gap")) for r in unscaled]
+    gaps = [_num(r.get("train_test_loss_gap")) for r in unscaled]
     steps_mean, steps_std = _mean_std(reached)
     final_mean, final_std = _mean_std(final)
     test_mean, test_std = _mean_std([t for t in test if t is not None])
@@ -89,7 +89,7 @@ def summarise(candidate: str, runs: Iterable[Mapping], seeds: Sequence[int], sca
         "final_val_accuracy_std": final_std,
         "test_accuracy_mean": test_mean,
         "test_accuracy_std": test_std,
-        "loss_gap_mean": gap_mean,
+        "train_test_loss_gap_mean": gap_mean,
         **lr_sensitivity(_num(first["final_val_accuracy"]) or 0.0, {s: scaled[float(s)] for s in scales}),
     }
 

@@ -41,6 +41,9 @@ from lrservice.schedules import policy_from_dict
 Log = Callable[[str], None]
 REFERENCE = "FIX-base"
 STAGES = ("search", "compose", "verify")
+STEP_METRICS = ("step", "val_loss", "val_accuracy", "train_loss", "lr", "elapsed_s")
+FINAL_METRICS = ("test_loss", "test_accuracy", "top5_accuracy", "conf_mean_correct", "conf_std_correct",
+                 "class_conf_spread", "train_eval_loss", "train_test_loss_gap")  # ScheduledChildren.final's
 
 
 @dataclass(frozen=True)
@@ -69,25 +72,29 @@ def _run(candidate: str, policy, seed: int, budget: int, scale: float = 1.0) -> 
 
 def rows_from_reports(stage: str, run: Mapping, trial_id: str, reports: list[dict],
                       target: float) -> tuple[list[dict], dict]:
-    """Step rows and the run row of one child run, cost recomputed from its curve."""
+    """Step rows and the run row of one child run, cost recomputed from its curve.
+
+    Cost is :func:`.metrics.cost` over every report, as the runner computes it, so a run ASHA
+    stopped has one too. A run's final metrics are its final report's under compare's names:
+    ``final_val_loss`` / ``final_val_accuracy`` are that report's ``val_loss`` / ``val_accuracy``.
+    """
     key = {"stage": stage, "candidate": run["candidate"], "seed": run["seed"], "scale": run["scale"],
            "trial_id": trial_id}
-    steps = [{**key, **{k: r.get(k) for k in ("step", "val_loss", "val_accuracy", "train_loss", "lr", "seconds")}}
-             for r in reports]
+    steps = [{**key, **{k: r.get(k) for k in STEP_METRICS}} for r in reports]
+    reached = cost([r["step"] for r in reports], [r["val_accuracy"] for r in reports],
+                   [r["elapsed_s"] for r in reports], target)
     curve = [r for r in reports if not r.get("diverged")]
-    reached = cost([r["step"] for r in curve], [r["val_accuracy"] for r in curve], [r["seconds"] for r in curve],
-                   target)
     last = reports[-1] if reports else {}
     final = last if last.get("final") else {}
+    diverged = bool(last.get("diverged", False))
     row = {**key, "label": run["label"], "policy": json.dumps(run["policy"], sort_keys=True),
-           "steps_run": last.get("step", 0), "completed": bool(final), "diverged": bool(last.get("diverged", False)),
-           **reached,
+           "steps_done": last.get("step", 0), "completed": bool(final) and not diverged, "diverged": diverged,
+           **reached, "target_accuracy": float(target),
            "best_val_accuracy": max((r["val_accuracy"] for r in curve), default=None),
-           "last_val_accuracy": last.get("val_accuracy"), "seconds": last.get("seconds"),
-           **{k: final.get(k) for k in ("final_val_accuracy", "final_val_loss", "test_accuracy", "test_loss",
-                                        "train_eval_loss", "loss_gap", "test_top5", "test_conf_mean_correct",
-                                        "test_conf_std_correct", "test_class_conf_spread")}}
-    if row["diverged"]:
+           "last_val_accuracy": last.get("val_accuracy"), "elapsed_s": last.get("elapsed_s"),
+           "final_val_loss": final.get("val_loss"), "final_val_accuracy": final.get("val_accuracy"),
+           **{k: final.get(k) for k in FINAL_METRICS}}
+    if diverged:
         row["final_val_accuracy"] = 0.0  # a diverged child ends at chance or worse: rank it last
     return steps, row
 
@@ -141,7 +148,8 @@ def _policy(row: Mapping):
 def _trainable(config: RunConfig, log: Log):
     placement = plan_placement(config.resources)
     log(f"[lrservice] placement: {placement.note}; each trial asks for {placement.trial}")
-    return tune.with_resources(tune.with_parameters(tune_trial, task=config.task), placement.trial)
+    trainable = tune.with_parameters(tune_trial, task=config.task, target=config.recommend.target_accuracy)
+    return tune.with_resources(trainable, placement.trial)
 
 
 def run_recommend(config: RunConfig, resume: bool = False, overwrite: bool = False, log: Log = print) -> Recommendation:

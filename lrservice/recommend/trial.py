@@ -1,85 +1,73 @@
-"""One recommender run: train a child under one policy for the budget, reporting as it goes.
+"""One recommender run: one child under one policy for the budget, through the one runner, reporting as it goes.
+
+A run is a child of arm kind ``policy`` (its params the policy's dict, as in a ``compare``
+arm) trained by :class:`lrservice.runner.ScheduledChildren`, the runner of compare's trials
+and evaluate-controller's rivals, on the task with ``steps`` set to the recommender's
+``budget`` (``task.steps`` is not used). So a recommend run and a compare child of the same
+policy, seed and task train and measure alike, under the same names.
 
 :func:`run_child` is the plain loop over a ``report(metrics)`` callback (testable without
-Ray); :func:`tune_trial` is the Tune function trainable around it. Every
-``task.eval_every`` steps (and at the budget) a report carries ``step`` (Tune's
-``time_attr`` for ASHA), ``val_loss`` and ``val_accuracy`` on the task's fixed validation
-subset, the mean ``train_loss`` since the last report, the ``lr`` of the last step and
-``seconds`` of training so far. The report at the budget adds ``final=True``, full
-validation and test metrics, the train-split loss, the train-test loss gap and LRBench's
-utility metrics on the test split. A diverged child reports once more with
-``diverged=True`` and stops.
+Ray); :func:`tune_trial` is the Tune function trainable around it. Every ``task.eval_every``
+steps (and at the budget) a report carries the runner's row: ``step`` (Tune's ``time_attr``
+for ASHA), ``val_loss`` and ``val_accuracy`` on the whole validation split (a non-finite
+``val_loss`` is reported as +inf), the mean ``train_loss`` since the last report, the ``lr``
+the last step used and ``elapsed_s``, the child's training seconds so far. The report at
+the budget, or at the row where the child diverged (it stops there), adds ``final=True``
+and :meth:`ScheduledChildren.final`'s metrics (``test_loss``, ``test_accuracy``,
+``top5_accuracy``, ``train_test_loss_gap``, ...).
 """
 
 from __future__ import annotations
 
 import math
-import time
-from typing import Callable
+from dataclasses import replace
+from typing import Callable, Mapping
 
 import torch
 from ray import tune
 
-from lrservice.child.trainer import ChildTrainer, cached_task_data
+from lrservice.child.data import ChildData
+from lrservice.child.trainer import cached_task_data
 from lrservice.config import TaskConfig
-from lrservice.recommend.metrics import loss_gap, utility
-from lrservice.schedules import PolicyScheduler, policy_from_dict
+from lrservice.runner import ChildRun, ScheduledChildren
 
 Report = Callable[[dict], None]
+KIND = "policy"
 
 
-def run_child(trainer, policy, seed: int, budget: int, eval_every: int, report: Report) -> None:
-    """Train ``trainer``'s child from ``seed`` for ``budget`` steps with ``lr = policy(step)``."""
-    trainer.reset(policy(0), seed)
-    scheduler = PolicyScheduler(trainer.optimizer, policy)
-    last_lr = [trainer.lr]
+def budget_task(task: TaskConfig, budget: int) -> TaskConfig:
+    """The task a recommend run trains: ``task`` with ``steps`` set to the budget."""
+    return replace(task, steps=int(budget))
 
-    def after_step(step: int, loss: float) -> None:
-        last_lr[0] = trainer.lr
-        scheduler.step()
 
-    started = time.perf_counter()
-    while trainer.step < budget:
-        result = trainer.train_steps(min(eval_every, budget - trainer.step), after_step=after_step)
-        val = trainer.evaluate("val_subset")
-        diverged = result.diverged or not math.isfinite(val.loss)
-        metrics = {"step": trainer.step, "val_loss": val.loss if math.isfinite(val.loss) else math.inf,
-                   "val_accuracy": val.accuracy, "train_loss": result.mean_loss, "lr": last_lr[0],
-                   "seconds": time.perf_counter() - started, "diverged": diverged, "final": False}
-        if diverged:
-            report(metrics)
-            return
-        if trainer.step >= budget:
-            break
+def run_child(task: TaskConfig, policy: Mapping, seed: int, budget: int, target: float, report: Report,
+              data: ChildData | None = None) -> dict:
+    """Train one child from ``seed`` for ``budget`` steps under ``policy`` (a policy dict); returns its last report.
+
+    ``target`` is the validation accuracy whose first reach is the run's cost (``steps_to_target``).
+    """
+    task = budget_task(task, budget)
+    runner = ScheduledChildren(task, [ChildRun(KIND, dict(policy), int(seed))],
+                               data=data if data is not None else cached_task_data(task))
+    every = task.eval_every
+    metrics: dict = {}
+    while not runner.done:
+        runner.train_to(min(task.steps, (runner.step // every + 1) * every))
+        (row,) = runner.rows()
+        stopped = bool(row.pop("stopped", False))
+        metrics = {**row, "final": stopped, **(runner.final([0], target)[0] if stopped else {})}
+        if not math.isfinite(metrics["val_loss"]):
+            metrics["val_loss"] = math.inf  # ASHA's metric, as compare's trial metric counts a diverged child
         report(metrics)
-    full_val = trainer.evaluate("val")
-    train = trainer.evaluate("train")
-    test_x, test_y = trainer.split("test")
-    logits = trainer.logits(test_x)
-    test_loss = float(trainer.loss(logits, test_y))
-    useful = utility(logits, test_y)
-    metrics.update({
-        "final": True,
-        "final_val_loss": full_val.loss,
-        "final_val_accuracy": full_val.accuracy,
-        "test_loss": test_loss,
-        "test_accuracy": useful["top1"],
-        "train_eval_loss": train.loss,
-        "loss_gap": loss_gap(train.loss, test_loss),
-        **{f"test_{k}": v for k, v in useful.items() if v is not None},
-    })
-    report(metrics)
+    return metrics
 
 
-def _data(task: TaskConfig):
-    """The task's tensors, loaded once per worker process (reused actors skip reloading)."""
-    return cached_task_data(task)
-
-
-def tune_trial(config: dict, task: TaskConfig) -> None:
+def tune_trial(config: dict, task: TaskConfig, target: float) -> None:
     """Tune function trainable: ``config["run"]`` holds ``policy`` (a dict), ``seed`` and ``budget``."""
     torch.set_num_threads(1)
     run = config["run"]
-    trainer = ChildTrainer(task, data=_data(task))
-    run_child(trainer, policy_from_dict(run["policy"]), int(run["seed"]), int(run["budget"]),
-              task.eval_every, lambda metrics: tune.report(metrics))
+
+    def report(metrics: dict) -> None:
+        tune.report({k: (math.nan if v is None else v) for k, v in metrics.items()})
+
+    run_child(task, run["policy"], int(run["seed"]), int(run["budget"]), target, report)
