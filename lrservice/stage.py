@@ -160,7 +160,7 @@ def tuner(stage: Stage, resume: bool, log: Log) -> tune.Tuner:
 
 
 class Progress(Callback):
-    """One ``[lrservice]`` line through ``log`` per finished or failed trial."""
+    """One ``[lrservice]`` line through ``log`` per finished, retried or failed trial."""
 
     def __init__(self, name: str, total: int, max_failures: int, label: Callable, outcome: Callable, log: Log):
         self.name, self.total, self.max_failures = name, total, max_failures
@@ -170,6 +170,11 @@ class Progress(Callback):
     def on_trial_complete(self, iteration, trials, trial, **info):
         self.done += 1
         self.log(f"[lrservice] {self.name}: {self.done}/{self.total} {self.outcome(trial)}")
+
+    def on_trial_recover(self, iteration, trials, trial, **info):
+        self.log(f"[lrservice] {self.name}: trial {trial.trial_id} {self.label(trial.config)} was lost (failure "
+                 f"{trial.num_failures} of {self.max_failures} allowed, e.g. its node died); "
+                 "retrying it from its last checkpoint")
 
     def on_trial_error(self, iteration, trials, trial, **info):
         self.log(f"[lrservice] {self.name}: trial {trial.trial_id} {self.label(trial.config)} failed for good "
