@@ -133,6 +133,12 @@ class ScheduledChildren:
         return float(fn(step)) if fn is not None else float(self.pool.lrs[i])
 
     @property
+    def device(self) -> str:
+        """Where the children train (``task.device``: ``auto`` is CUDA when the process sees a GPU)."""
+        pool = self.pool
+        return str(pool.device if hasattr(pool, "device") else pool.children[0].device)
+
+    @property
     def step(self) -> int:
         """Steps taken by the children still training (the pool's clock)."""
         steps = self.pool.step

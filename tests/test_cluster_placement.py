@@ -82,3 +82,37 @@ def test_tune_trials_land_on_the_gpu_worker(simulated_cluster, tmp_path):
     assert frame.loc["gpu", "gpu_ids"] == "0" and frame.loc["gpu", "cuda_visible"] == "0"
     assert frame.loc["worker_resource", "gpu_ids"] == ""
 
+
+
+def test_a_batched_compare_trial_asks_for_a_gpu_fraction_and_lands_on_the_gpu_worker(simulated_cluster, tmp_path):
+    """``resources.gpus_per_trial: 0.5``: every compare trial (a batch of children) requests half a GPU, so
+    Ray places it on the worker, the one node with a (logical) GPU; ``task.device: auto`` trains the batch on
+    what the process sees (the logical GPU is a scheduling token only: CPU here)."""
+    import pandas as pd
+
+    from lrservice.compare.experiment import run_compare
+    from lrservice.compare.population import read_reports
+    from lrservice.config import config_from_dict
+
+    _, worker_id = _node_ids(simulated_cluster)
+    config = config_from_dict({
+        "task": {"dataset": "digits", "model": "mlp", "batch_size": 32, "steps": 40, "eval_every": 20,
+                 "val_subset": 64, "device": "auto"},
+        "compare": {"name": "gpu", "output_dir": str(tmp_path), "tune_seeds": [100], "seeds": [0, 1, 2],
+                    "max_concurrent_trials": 2, "report": False,
+                    "arms": [{"name": "constant", "kind": "constant", "grid": {"lr": [0.001, 0.01]}},
+                             {"name": "cosine", "kind": "cosine", "params": {"lr": 0.003}}]},
+        "resources": {"cpus_per_trial": 0.5, "gpus_per_trial": 0.5},
+    })
+    lines: list[str] = []
+    run_dir = run_compare(config, log=lines.append)
+    assert any("each trial (a batch of children) asks for {'cpu': 0.5, 'gpu': 0.5}" in line for line in lines), lines
+    parts = run_dir / "parts"
+    reports = [r for name in ("tune", "eval") for rs in read_reports(parts / f"{name}.reports.jsonl").values()
+               for r in rs]
+    assert len({r["trial_id"] for r in reports}) == 3  # one tune trial (2 points x 1 seed), two eval trials (3 seeds)
+    assert {r["node_id"] for r in reports} == {worker_id}
+    assert all(r["gpu_ids"] == "0" for r in reports)
+    assert {r["device"] for r in reports} == {"cpu"} and {r["pool"] for r in reports} == {"batched (mlp fast path)"}
+    trials = pd.read_parquet(run_dir / "trials.parquet")
+    assert sorted(trials.groupby("phase").size().items()) == [("eval", 6), ("tune", 2)]

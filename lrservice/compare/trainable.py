@@ -12,7 +12,8 @@ is tested) without Ray; :func:`tune_trial` is the Tune function trainable around
 Every ``task.eval_every`` steps one report goes out: the step, the children's mean
 validation loss (a diverged child counts +inf: PBT's metric and Tune's dashboards), and
 ``children``, a JSON list of each child's row (:mod:`lrservice.runner`; a child's last row
-carries ``final`` and its test metrics). :func:`child_reports` turns a trial's reports back
+carries ``final`` and its test metrics), and where the batch trains (``pool``: batched or
+separate, ``device``, and from Tune: ``node_id``, ``gpu_ids``). :func:`child_reports` turns a trial's reports back
 into each child's own report sequence; each child is a result of its own in the tables,
 ``trial_id`` ``<tune trial id>.c<index>``. A trial's checkpoint holds all its children.
 """
@@ -123,7 +124,8 @@ def run_trial(spec: Mapping[str, Any], report: Report, restore_dir: Path | None 
                 finals[i] = row
             children.append(row)
         last = {"step": at, "val_loss": _mean_loss(latest), "children_training": int((~runner.stopped).sum()),
-                "children": json.dumps(children), "final": runner.done, **lineage}
+                "children": json.dumps(children), "final": runner.done, "pool": runner.mode,
+                "device": runner.device, **lineage}
         if runner.done:
             break
         if runner.step - last_checkpoint >= every:
@@ -175,9 +177,10 @@ def tune_trial(config: dict) -> None:
     torch.set_num_threads(1)
     spec = {**spec_from_config(config), "trial_id": tune.get_context().get_trial_id()}  # owner of its checkpoints
     checkpoint = tune.get_checkpoint()
+    where = {"node_id": ray.get_runtime_context().get_node_id(), "gpu_ids": ",".join(map(str, ray.get_gpu_ids()))}
 
     def report(metrics: dict, directory: Path | None) -> None:
-        clean = {k: (math.nan if v is None else v) for k, v in metrics.items()
+        clean = {k: (math.nan if v is None else v) for k, v in {**metrics, **where}.items()
                  if not (v is None and k.startswith("parent_"))}
         if directory is None:
             tune.report(clean)
