@@ -88,8 +88,7 @@ class ScheduledChildren:
             self.pool = child_pool(task, self.k, data=data, device=device)
         self.mode = self.pool.mode
         self._factories = factories
-        self._fns = [r.lr_fn if r.lr_fn is not None else None if (k.learned or k.population or f is not None)
-                     else k.lr_fn(r.params, task.steps) for k, r, f in zip(self.kinds, self.runs, factories)]
+        self._fns = [self._schedule(k, r, f) for k, r, f in zip(self.kinds, self.runs, factories)]
         self.trace_every = int(trace_every)
         protos = controllers if controllers is not None else {}  # a caller's cache is filled as controllers load
         self.controllers: list[Any] = []
@@ -106,6 +105,15 @@ class ScheduledChildren:
         self._every = sorted({int(c.action_every) for c in self.controllers if c is not None})
         self.schedulers: list[Any] = [None] * self.k
         self.reset()
+
+    def _schedule(self, kind, run: ChildRun, factory) -> Callable[[int], float] | None:
+        """The child's step -> LR function, or None where the LR is set otherwise (a controller's decisions,
+        PBT's member LR, an optimizer-level kind's own scheduler)."""
+        if run.lr_fn is not None:
+            return run.lr_fn
+        if kind.learned or kind.population or factory is not None:
+            return None
+        return kind.lr_fn(run.params, self.task.steps)
 
     # -- lifecycle -------------------------------------------------------------------------
     def reset(self) -> None:

@@ -140,7 +140,8 @@ def test_one_dataset_cache_shared_by_env_compare_and_recommend(tmp_path):
 
     task = TaskConfig(dataset="digits", data_dir=str(tmp_path), val_size=300, device="cpu")
     data = cached_task_data(task)
-    assert trainable._data(task) is data and trial._data(task) is data
+    assert cached_task_data(task) is data  # a compare or recommend trial in this process gets these tensors
+    assert trainable.cached_task_data is cached_task_data and trial.cached_task_data is cached_task_data
     env = LRControlEnv(env_config(task, ControllerConfig()))
     assert env.trainer.data.train_x is data.train_x  # on CPU .to() keeps the shared tensors
     assert cached_task_data(dataclasses.replace(task, seed=5, steps=7, batch_size=8)) is data

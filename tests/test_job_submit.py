@@ -10,7 +10,6 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -20,35 +19,11 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from helpers import free_port, process_tree
 
 ROOT = Path(__file__).resolve().parents[1]
 RAY = str(Path(sys.executable).with_name("ray"))
 pytestmark = pytest.mark.slow
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _tree(root: int) -> list[int]:
-    """``root`` and all its descendants, from /proc (no psutil needed)."""
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                stat = Path(f"/proc/{entry}/stat").read_text()
-            except OSError:
-                continue
-            ppid = int(stat.rsplit(")", 1)[1].split()[1])
-            children.setdefault(ppid, []).append(int(entry))
-    out, todo = [], [root]
-    while todo:
-        pid = todo.pop()
-        out.append(pid)
-        todo.extend(children.get(pid, []))
-    return out
 
 
 def _naming(text: str) -> list[int]:
@@ -71,7 +46,7 @@ class TokenHead:
     def __init__(self, workdir: Path):
         self.tmp = Path(tempfile.mkdtemp(prefix="lrs-head-"))  # short: socket path limit
         self.token = secrets.token_hex(16)
-        self.ports = {name: _free_port() for name in (
+        self.ports = {name: free_port() for name in (
             "port", "dashboard-port", "node-manager-port", "object-manager-port", "ray-client-server-port",
             "dashboard-agent-listen-port", "dashboard-agent-grpc-port", "runtime-env-agent-port",
             "metrics-export-port")}
@@ -121,9 +96,9 @@ class TokenHead:
     def stop(self) -> None:
         pids: set[int] = set(_naming(str(self.tmp)))
         if self.proc is not None:
-            pids.update(_tree(self.proc.pid))
+            pids.update(process_tree(self.proc.pid))
         for pid in pids:
-            for extra in _tree(pid):
+            for extra in process_tree(pid):
                 pids.add(extra)
         for pid in pids:
             try:

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -23,6 +23,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
+from helpers import free_port, process_tree
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "cluster" / "local-multinode.sh"
@@ -34,34 +35,6 @@ ARMS = [
     {"name": "step", "kind": "step", "params": {"lr": 0.003, "step_size": 100, "gamma": 0.5}},
 ]
 pytestmark = pytest.mark.slow
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _children() -> dict[int, list[int]]:
-    out: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                stat = Path(f"/proc/{entry}/stat").read_text()
-            except OSError:
-                continue
-            out.setdefault(int(stat.rsplit(")", 1)[1].split()[1]), []).append(int(entry))
-    return out
-
-
-def _tree(root: int) -> list[int]:
-    """``root`` and all its descendants (from /proc)."""
-    children, out, todo = _children(), [], [root]
-    while todo:
-        pid = todo.pop()
-        out.append(pid)
-        todo.extend(children.get(pid, []))
-    return out
 
 
 def _worker_raylet(tmp: str) -> int:
@@ -83,9 +56,9 @@ def two_nodes(tmp_path):
     home = tmp_path / "home"
     home.mkdir()
     tmp = tempfile.mkdtemp(prefix="lrs-kill-")
-    gcs = _free_port()
+    gcs = free_port()
     env = {**os.environ, "HOME": str(home), "LRS_RAY_TMP": tmp, "LRS_GCS_PORT": str(gcs),
-           "LRS_DASHBOARD_PORT": str(_free_port()), "LRS_WORKER_AGENT_PORT": str(_free_port()),
+           "LRS_DASHBOARD_PORT": str(free_port()), "LRS_WORKER_AGENT_PORT": str(free_port()),
            "RAY_AUTH_MODE": "token", "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}"}
     env.pop("RAY_ADDRESS", None)
     started = subprocess.run(["bash", str(SCRIPT), "start"], env=env, capture_output=True, text=True, timeout=180)
@@ -95,6 +68,7 @@ def two_nodes(tmp_path):
         yield env, tmp, address
     finally:
         subprocess.run(["bash", str(SCRIPT), "stop"], env=env, capture_output=True, text=True, timeout=120)
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _training_pids(run_dir: Path) -> set[int]:
@@ -130,9 +104,9 @@ def test_a_worker_node_killed_mid_comparison(two_nodes, tmp_path):
         raylet = _worker_raylet(tmp)
         deadline, killed = time.time() + 240, None
         while time.time() < deadline and driver.poll() is None:
-            on_worker = _training_pids(run_dir) & set(_tree(raylet))
+            on_worker = _training_pids(run_dir) & set(process_tree(raylet))
             if on_worker:  # a trial is training on the worker node and has reported: kill the whole node
-                for pid in _tree(raylet):
+                for pid in process_tree(raylet):
                     try:
                         os.kill(pid, signal.SIGKILL)
                     except ProcessLookupError:
