@@ -44,7 +44,8 @@ class Controller(ArmKind):
 
 @register
 class PopulationBasedTraining(ArmKind):
-    """PBT on the LR: one population per held-out seed; Tune perturbs ``lr`` between checkpoints."""
+    """PBT on the LR: one population whose members each train one child per held-out seed; Tune perturbs
+    ``lr`` between checkpoints."""
 
     name = "pbt"
     summary = "Population Based Training on the LR (log-uniform in [lr_min, lr_max])"
