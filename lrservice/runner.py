@@ -18,11 +18,12 @@ How each child's LR is set, by its kind:
 - an optimizer-level kind (Schedule-Free AdamW, Prodigy): its own optimizer and torch
   scheduler; such children run as separate children (batched pools implement Adam and SGD).
 
-Rows and metrics have one definition here: :meth:`ScheduledChildren.rows` gives each child's
-row every ``task.eval_every`` steps (mean train loss since its previous row, loss and accuracy
-on the whole validation split, the LR its last step used, its share of the pool's training
-seconds), and :meth:`ScheduledChildren.final` the final metrics (test loss and accuracy,
-LRBench's utility, cost and robustness numbers). A child that diverges stops and reports its
+Rows and metrics have one definition here: :meth:`ScheduledChildren.advance` trains to the next
+report step (every ``task.eval_every`` steps) and gives each child's row there
+(:meth:`~ScheduledChildren.rows`: mean train loss since its previous row, loss and accuracy on
+the whole validation split, the LR its last step used, its share of the pool's training
+seconds), a stopped child's with :meth:`~ScheduledChildren.final`'s metrics (test loss and
+accuracy, LRBench's utility, cost and robustness numbers). A child that diverges stops and reports its
 final metrics at the row where it stopped; the others go on. :meth:`state_dict` holds every
 child, so a checkpoint of a batched trial restores all its children exactly.
 """
@@ -259,6 +260,19 @@ class ScheduledChildren:
             out.append(row)
         return out
 
+    def advance(self, target: float, every: int | None = None) -> tuple[int, list[dict | None]]:
+        """Train to the next report step (a multiple of ``every``, default ``task.eval_every``, at most
+        ``task.steps``); returns that step and each child's row there, the row of a child that stopped
+        there with ``final=True`` and :meth:`final`'s metrics (None for children stopped earlier)."""
+        every = int(every or self.task.eval_every)
+        at = min(self.task.steps, (self.step // every + 1) * every)
+        self.train_to(at)
+        rows = self.rows()
+        finals = self.final([i for i, row in enumerate(rows) if row is not None and row.pop("stopped", False)],
+                            target)
+        return at, [None if row is None else {**row, "final": i in finals, **finals.get(i, {})}
+                    for i, row in enumerate(rows)]
+
     def final(self, children: Sequence[int], target: float) -> dict[int, dict]:
         """Final metrics of ``children`` (each stopped): test metrics, LRBench utility / cost / robustness.
 
@@ -337,7 +351,7 @@ class ChildrenResult:
     """What :func:`run_children` returns: each child's rows, its final row, and the LR trace."""
 
     rows: list[list[dict]]
-    finals: list[dict]  # each child's last row plus :meth:`ScheduledChildren.final` (``val_loss``: the final one)
+    finals: list[dict]  # each child's last row, with final()'s metrics (``val_loss``: the final one)
     trace: np.ndarray  # ``(steps / trace_every, K)``: the LR each child's step 0, n, 2n, ... used (NaN once stopped)
     mode: str  # the pool's mode (batched or separate, and why)
 
@@ -349,17 +363,9 @@ def run_children(task: TaskConfig, runs: Sequence[ChildRun], data: ChildData | N
     ``task.eval_every``; ``task.steps``: only the final row)."""
     runner = ScheduledChildren(task, runs, data=data, device=device, trace_every=trace_every,
                                controllers=controllers)
-    every = int(eval_every or task.eval_every)
     rows: list[list[dict]] = [[] for _ in runs]
-    finals: dict[int, dict] = {}
     while not runner.done:
-        runner.train_to(min(task.steps, (runner.step // every + 1) * every))
-        stopped = []
-        for i, row in enumerate(runner.rows()):
+        for i, row in enumerate(runner.advance(target, eval_every)[1]):
             if row is not None:
                 rows[i].append(row)
-                if row.get("stopped"):
-                    stopped.append(i)
-        for i, metrics in runner.final(stopped, target).items():
-            finals[i] = {**rows[i][-1], **metrics}
-    return ChildrenResult(rows, [finals[i] for i in range(len(runs))], runner.trace, runner.mode)
+    return ChildrenResult(rows, [r[-1] for r in rows], runner.trace, runner.mode)

@@ -108,18 +108,13 @@ def run_trial(spec: Mapping[str, Any], report: Report, restore_dir: Path | None 
                     "owner": me, "lineage": lineage}, directory / CHECKPOINT_FILE)
 
     while not runner.done:
-        at = min(task.steps, (runner.step // task.eval_every + 1) * task.eval_every)
-        runner.train_to(at)
-        rows = runner.rows()
-        stopped = [i for i, row in enumerate(rows) if row is not None and row.get("stopped")]
-        metrics = runner.final(stopped, target)
+        at, rows = runner.advance(target)
         children = []
         for i, row in enumerate(rows):
             if row is None:
                 continue
             latest[i] = row["val_loss"]
-            row = {**row, "child": i, "seed": runner.runs[i].seed, "final": i in metrics, **metrics.get(i, {})}
-            row.pop("stopped", None)
+            row = {**row, "child": i, "seed": runner.runs[i].seed}
             if row["final"]:
                 finals[i] = row
             children.append(row)

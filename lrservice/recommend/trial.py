@@ -49,13 +49,9 @@ def run_child(task: TaskConfig, policy: Mapping, seed: int, budget: int, target:
     task = budget_task(task, budget)
     runner = ScheduledChildren(task, [ChildRun(KIND, dict(policy), int(seed))],
                                data=data if data is not None else cached_task_data(task))
-    every = task.eval_every
     metrics: dict = {}
     while not runner.done:
-        runner.train_to(min(task.steps, (runner.step // every + 1) * every))
-        (row,) = runner.rows()
-        stopped = bool(row.pop("stopped", False))
-        metrics = {**row, "final": stopped, **(runner.final([0], target)[0] if stopped else {})}
+        _, (metrics,) = runner.advance(target)
         if not math.isfinite(metrics["val_loss"]):
             metrics["val_loss"] = math.inf  # ASHA's metric, as compare's trial metric counts a diverged child
         report(metrics)
