@@ -201,3 +201,12 @@ def test_restore_of_a_batched_trial_continues_every_child_identically(tiny_task,
         for a, b in zip(whole[i][1:], resumed[i]):
             timing = ("elapsed_s", "seconds_to_target")
             assert {k: a[k] for k in b if k not in timing} == {k: b[k] for k in b if k not in timing}
+
+
+def test_child_share_splits_the_trial_seconds_over_its_children():
+    """A batch of K children trained as one pool: each child is charged the trial's seconds over K."""
+    from lrservice.compare.trainable import child_share
+
+    reports = [{"time_total_s": 1.5}, {"time_total_s": 6.0}, {}]  # the latest total; a report may lack it
+    assert child_share(reports, 4) == 6.0 / 4
+    assert child_share([{}], 3) == 0.0

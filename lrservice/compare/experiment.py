@@ -50,7 +50,14 @@ from lrservice.compare.results import (
     to_table,
 )
 from lrservice.compare.tensorboard import DIRNAME, write_tensorboard
-from lrservice.compare.trainable import child_id, child_reports, child_spec, spec_from_config, trial_trainable
+from lrservice.compare.trainable import (
+    child_id,
+    child_reports,
+    child_share,
+    child_spec,
+    spec_from_config,
+    trial_trainable,
+)
 from lrservice.config import ConfigError, RunConfig
 from lrservice.control.checkpoint import resolve_checkpoint
 from lrservice.control.training import train_controller
@@ -157,7 +164,7 @@ def _collect(name: str, grid, recorded: Mapping[str, list[dict]], log: Log) -> t
         if not reports:
             continue
         spec = spec_from_config(reports[-1]["config"])
-        share = max((r.get("time_total_s") or 0) for r in reports) / len(spec["children"])  # each child's share
+        share = child_share(reports, len(spec["children"]))
         for i, rows in sorted(child_reports(reports).items()):
             child_steps, summary = rows_from_reports(child_spec(spec, i), child_id(trial_id, i), rows, share)
             steps.extend(child_steps)

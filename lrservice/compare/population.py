@@ -33,7 +33,7 @@ from lrservice import stage
 from lrservice.compare.arms import trial_spec
 from lrservice.compare.pbt import deployed_member, deployed_path, exploits
 from lrservice.compare.results import EXPLOITS_SCHEMA, STEPS_SCHEMA, TRIALS_SCHEMA, rows_from_reports, to_table
-from lrservice.compare.trainable import child_id, child_reports, child_spec, trial_trainable
+from lrservice.compare.trainable import child_id, child_reports, child_share, child_spec, trial_trainable
 from lrservice.config import ArmConfig, RunConfig
 
 Log = Callable[[str], None]
@@ -101,7 +101,7 @@ def _seed_tables(reports: dict[str, list[dict]], spec: dict, k: int) -> tuple[pd
         rows = _until_first_final(rows)
         # an exploit copies the donor's config (its member index too): a member is who it started as
         member_spec = {**spec, "phase": "pbt", "member": rows[0].get("member"), "lr": rows[-1].get("lr")}
-        share = max((r.get("time_total_s") or 0) for r in rows) / k
+        share = child_share(rows, k)
         member_steps, summary = rows_from_reports(member_spec, trial_id, rows, share)
         steps.extend(member_steps)
         if summary is not None:

@@ -162,6 +162,12 @@ def child_reports(reports: list[Mapping[str, Any]], trial_id: str | None = None)
     return out
 
 
+def child_share(reports: list[Mapping[str, Any]], children: int) -> float:
+    """Each child's share of its trial's seconds: the trial's ``time_total_s`` over its ``children``
+    (they trained as one pool, so none of them took the whole)."""
+    return max((r.get("time_total_s") or 0) for r in reports) / children
+
+
 def spec_from_config(config: Mapping[str, Any]) -> dict:
     """The trial spec inside a Tune config: ``{"spec": ...}`` plus, for PBT, top-level ``member`` and ``lr``."""
     return {**config["spec"], **{k: config[k] for k in ("member", "lr") if k in config}}
