@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from lrservice.compare.arms import trial_spec
-from lrservice.compare.trainable import child_reports, run_trial
+from lrservice.compare.trainable import child_reports, child_share, run_trial
 from lrservice.config import ArmConfig, RunConfig, TaskConfig
 
 
@@ -205,8 +205,6 @@ def test_restore_of_a_batched_trial_continues_every_child_identically(tiny_task,
 
 def test_child_share_splits_the_trial_seconds_over_its_children():
     """A batch of K children trained as one pool: each child is charged the trial's seconds over K."""
-    from lrservice.compare.trainable import child_share
-
     reports = [{"time_total_s": 1.5}, {"time_total_s": 6.0}, {}]  # the latest total; a report may lack it
     assert child_share(reports, 4) == 6.0 / 4
     assert child_share([{}], 3) == 0.0
