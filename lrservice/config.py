@@ -114,9 +114,10 @@ class TaskConfig:
                               "(it needs class indices); name your own loss")
         _choice(f"{path}.optimizer", self.optimizer, OPTIMIZERS)
         _choice(f"{path}.device", self.device, DEVICES)
-        if self.dataset == "mnist1d" and self.model in ("lenet5", "resnet18"):
-            raise ConfigError(f"{path}.model: {self.model!r} is not allowed with dataset 'mnist1d' "
-                              f"(1-D signals of length 40, no 2-D image); use 'mlp'")
+        flat = {"mnist1d": "1-D signals of length 40", "tabular": "rows of tabular features"}
+        if self.dataset in flat and self.model in ("lenet5", "resnet18"):
+            raise ConfigError(f"{path}.model: {self.model!r} is not allowed with dataset {self.dataset!r} "
+                              f"({flat[self.dataset]}, no 2-D image); use 'mlp' or a plugin model")
         for name in ("batch_size", "steps", "val_size", "val_subset", "eval_every"):
             _positive(f"{path}.{name}", getattr(self, name))
         _positive(f"{path}.weight_decay", self.weight_decay, allow_zero=True)

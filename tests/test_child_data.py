@@ -62,6 +62,32 @@ def test_digits_splits_are_disjoint_and_standardised():
     assert not rows(d.val_x) & rows(d.test_x)
 
 
+def test_tabular_is_make_classification_split_and_standardised_on_train():
+    from sklearn.datasets import make_classification
+
+    from lrservice.child.data import child_data, tabular
+
+    splits = tabular()
+    d = child_data("tabular", splits, splits["val_size"])
+    assert d.input_shape == (20,) and d.num_classes == 5
+    assert (len(d.train_x), len(d.val_x), len(d.test_x)) == (3800, 1000, 1200)
+    x, y = make_classification(n_samples=6000, n_features=20, n_informative=8, n_redundant=4, n_classes=5,
+                               n_clusters_per_class=2, class_sep=1.0, flip_y=0.02, random_state=7)
+    # The same values as scikit-learn's, up to the affine standardisation the training split defines.
+    train_x, train_y = splits["train"]
+    raw = torch.tensor(x, dtype=torch.float64)
+    both = torch.cat([train_x, splits["test"][0]]).double()
+    for j in range(20):
+        a, b = both[:, j].sort().values, raw[:, j].sort().values
+        slope = b.std() / a.std()
+        assert torch.allclose(a * slope + (b.mean() - slope * a.mean()), b, atol=1e-4), j
+    assert sorted(torch.bincount(torch.cat([train_y, splits["test"][1]])).tolist()) == sorted(
+        torch.bincount(torch.tensor(y)).tolist())
+    assert torch.allclose(train_x.mean(dim=0), torch.zeros(20), atol=1e-5)
+    assert torch.allclose(train_x.std(dim=0), torch.ones(20), atol=1e-4)
+    assert torch.equal(tabular()["test"][0], splits["test"][0])  # fixed seed: the same samples every time
+
+
 def test_digits_same_seed_same_split():
     a, b = load_digits(split_seed=3), load_digits(split_seed=3)
     assert torch.equal(a.val_y, b.val_y) and torch.equal(a.train_x, b.train_x)

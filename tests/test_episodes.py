@@ -210,6 +210,23 @@ def test_multi_task_round_robin_and_per_episode_draws(data):
     assert seen == {0, 1}
 
 
+def test_one_env_of_separate_children_takes_tasks_it_never_started(data):
+    """One env, two tasks (RLlib with one env per runner): the env's slot in the task it has not
+    drawn yet was never started, and only its current task's child may be observed."""
+    other = dataclasses.replace(TASK, steps=30, batch_size=16)
+    c = ControllerConfig(tasks=(TASK, other), features="extended", factors=FACTORS)
+    env = LRControlEnv(env_config(TASK, c), data=data)
+    first = env.reset(options={"task": 1, "initial_lr": 1e-3, "child_seed": 5})[1]
+    assert first["task"] == 1 and env.episodes.pools[0].children[0].step == 0
+    for _ in range(3):
+        obs, _, terminated, _, info = env.step(KEEP)
+    assert terminated and info["step"] == other.steps and obs[7] == pytest.approx(1.0)
+    _, info = env.reset(options={"task": 0, "initial_lr": 1e-3, "child_seed": 5})
+    obs, _, terminated, _, info = env.step(KEEP)
+    assert info["task"] == 0 and info["step"] == 10 and not terminated
+    assert obs[7] == pytest.approx(10 / TASK.steps) and np.isfinite(info["val_loss"])
+
+
 def test_separate_children_match_a_plain_child_trainer(data):
     from lrservice.child.pool import SeparateChildren
 

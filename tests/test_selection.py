@@ -26,13 +26,16 @@ from lrservice.control.selection import (
 STARTS = (1e-2, 1e-3, 1e-4)
 
 
-def _rows(deltas: dict[int, tuple[float, ...]], diverged: dict[int, int] | None = None) -> list[dict]:
-    """One row per (iteration, start): Δ vs cosine as given; everything else filler."""
+def _rows(deltas: dict[int, tuple[float, ...]], diverged: dict[int, int] | None = None, task: str = "digits/mlp",
+          cosine: float = 1.0) -> list[dict]:
+    """One row per (iteration, start) of one task: Δ vs cosine as given, tuned cosine's loss ``cosine``;
+    everything else filler."""
     rows = []
     for iteration, ds in deltas.items():
         for lr, d in zip(STARTS, ds):
             rows.append({"iteration": iteration, "checkpoint": f"iter_{iteration:06d}", "episodes": 32.0 * iteration,
-                         "training_child_steps": 1000.0 * iteration, "initial_lr": lr, "seeds": 10,
+                         "training_child_steps": 1000.0 * iteration, "task": task, "cosine_val_loss": cosine,
+                         "initial_lr": lr, "seeds": 10,
                          "val_loss_mean": 0.08 + d, "val_loss_std": 0.01, "dval_vs_cosine": d,
                          "dval_vs_cosine_low": d - 0.01, "dval_vs_cosine_high": d + 0.01, "test_loss_mean": 0.09,
                          "test_accuracy_mean": 0.98, "dacc_vs_cosine": 0.0, "dacc_vs_cosine_low": -0.001,
@@ -50,6 +53,22 @@ def test_pick_is_the_lowest_mean_over_starts_neither_first_nor_last_nor_best_sin
     assert scores(rows) == {8: 0.625 / 3, 16: -0.25 / 3, 24: 0.25 / 3, 32: 0.0}
     assert pick(rows) == 16
     assert pick(list(reversed(rows))) == 16  # row order does not matter
+
+
+def test_each_task_weighs_the_same_whatever_the_scale_of_its_loss():
+    """Δ is taken relative to tuned cosine's loss on its task: a task whose losses are 16x larger
+    (MNIST-1D's ~1.0 against digits' ~0.06) does not outvote the other. Plain Δ would pick 8."""
+    small = _rows({8: (0.0625, 0.0625, 0.0625), 16: (-0.0625, -0.0625, -0.0625)}, task="digits", cosine=0.0625)
+    large = _rows({8: (-0.25, -0.25, -0.25), 16: (0.25, 0.25, 0.25)}, task="mnist1d", cosine=1.0)
+    rows = small + large
+    # Relative: 8 -> (1 - 0.25) / 2 = 0.375; 16 -> (-1 + 0.25) / 2 = -0.375. Plain: 8 -> -0.09375, 16 -> +0.09375.
+    assert scores(rows) == {8: 0.375, 16: -0.375}
+    assert pick(rows) == 16
+    assert [(r["iteration"], r["task"]) for r in marked(rows)][:6] == [(8, "digits")] * 3 + [(8, "mnist1d")] * 3
+    line = checkpoint_line([r for r in marked(rows) if r["iteration"] == 16], best=16)
+    assert "score -37.50%" in line and "digits: from 1e-02 " in line and "mnist1d: from 1e-02 " in line
+    no_reference = [{**r, "cosine_val_loss": math.nan} for r in rows]
+    assert scores(no_reference) == {8: math.inf, 16: math.inf}
 
 
 def test_a_diverging_checkpoint_is_never_picked_even_with_the_lowest_delta():
@@ -84,7 +103,7 @@ def test_table_marks_the_pick_round_trips_atomically_and_the_line_names_the_numb
     assert read_selection(path) == rows
     assert read_selection(tmp_path / "nowhere.parquet") == []
     line = checkpoint_line([r for r in rows if r["iteration"] == 24], best=16)
-    assert line.startswith("[lrservice] selection iter 24 (768 episodes): score +0.0833")
+    assert line.startswith("[lrservice] selection iter 24 (768 episodes): score +8.33%")
     assert "from 1e-02 " in line and "(Δ -0.5000 [-0.5100, -0.4900]" in line and "best so far: iter 16" in line
     assert "18,000 child steps" in line
 
@@ -116,8 +135,11 @@ def test_selection_seeds_are_distinct_non_negative_and_empty_turns_selection_off
 # -- end to end --------------------------------------------------------------------------
 TASK = {"dataset": "digits", "model": "mlp", "batch_size": 32, "steps": 60, "eval_every": 20, "val_subset": 128,
         "device": "cpu"}
+OTHER = {"dataset": "digits", "model": "mlp", "model_args": {"hidden": [32]}, "optimizer": "momentum",
+         "batch_size": 16, "steps": 40, "eval_every": 20, "val_subset": 128, "device": "cpu"}
+LABELS = {"digits/mlp/adam/60": TASK, "digits/mlp/momentum/40": OTHER}
 CONTROLLER = {"action_every": 10, "train_batch_size": 60, "minibatch_size": 30, "num_epochs": 1, "iterations": 2,
-              "checkpoint_every": 1, "num_env_runners": 0, "selection_seeds": [2000, 2001]}
+              "checkpoint_every": 1, "num_env_runners": 0, "selection_seeds": [2000, 2001], "tasks": [TASK, OTHER]}
 EVALUATE = {"tune_seeds": [100], "seeds": [1000, 1001], "cosine_grid": [0.001, 0.01]}
 
 
@@ -128,7 +150,7 @@ def _tensors(payload: dict) -> list[torch.Tensor]:
 
 @pytest.mark.slow
 @pytest.mark.timeout(600)
-def test_train_controller_scores_every_checkpoint_exports_the_pick_and_resumes_without_rescoring(
+def test_train_controller_scores_every_checkpoint_on_every_task_exports_the_pick_and_resumes_without_rescoring(
         tmp_path, capsys, monkeypatch):
     import ray
 
@@ -146,17 +168,23 @@ def test_train_controller_scores_every_checkpoint_exports_the_pick_and_resumes_w
     cfg_file.write_text(yaml.safe_dump({"task": TASK, "controller": CONTROLLER, "evaluate": EVALUATE,
                                         "resources": {"num_cpus": 2}}))
     out = tmp_path / "out"
-    seeds, steps = CONTROLLER["selection_seeds"], TASK["steps"]
+    seeds = CONTROLLER["selection_seeds"]
+    per_checkpoint = sum(len(STARTS) * len(seeds) * t["steps"] for t in LABELS.values())
     try:
         assert main(["train-controller", "--config", str(cfg_file), "--output", str(out)]) == 0
         printed = capsys.readouterr().out
-        assert printed.count("[lrservice] selection iter ") == 2 and "[lrservice] tuned cosine: " in printed
+        assert printed.count("[lrservice] selection iter ") == 2 and printed.count("[lrservice] tuned cosine: ") == 2
         assert "[lrservice] selection: pick iter " in printed and "of training's" in printed
 
         rows = read_selection(out / "selection.parquet")
-        assert [(r["iteration"], r["initial_lr"]) for r in rows] == [(i, lr) for i in (1, 2) for lr in STARTS]
-        assert all(r["seeds"] == len(seeds) and r["selection_child_steps"] == len(seeds) * steps for r in rows)
-        by_hand = {i: sum(r["dval_vs_cosine"] for r in rows if r["iteration"] == i) / len(STARTS) for i in (1, 2)}
+        assert [(r["iteration"], r["task"], r["initial_lr"]) for r in rows] == [
+            (i, label, lr) for i in (1, 2) for label in sorted(LABELS) for lr in STARTS]
+        assert all(r["seeds"] == len(seeds) and r["selection_child_steps"] == len(seeds) * LABELS[r["task"]]["steps"]
+                   for r in rows)
+        record = json.loads((out / "selection.json").read_text())
+        assert all(r["cosine_val_loss"] == record["cosine"][r["task"]]["val_loss_mean"] for r in rows)
+        by_hand = {i: sum(r["dval_vs_cosine"] / r["cosine_val_loss"] for r in rows if r["iteration"] == i)
+                   / (len(STARTS) * len(LABELS)) for i in (1, 2)}
         if not all(math.isfinite(v) for v in by_hand.values()):
             pytest.fail(f"a tiny run diverged on a selection seed: {by_hand}")
         chosen = min(by_hand, key=lambda i: (by_hand[i], i))
@@ -170,25 +198,28 @@ def test_train_controller_scores_every_checkpoint_exports_the_pick_and_resumes_w
             for a, b in zip(_tensors(load_export(out / name)), _tensors(fresh), strict=True):
                 assert torch.equal(a, b), name
         assert deployed["training"]["iteration"] == chosen and deployed["selection"]["iteration"] == chosen
+        assert deployed["selection"]["tasks"] == list(LABELS)
         assert LearnedController.from_checkpoint(out).checkpoint == out / EXPORT_FILE
 
-        # The table's Δ is the pick's deterministic policy vs tuned cosine, recomputed here.
-        record = json.loads((out / "selection.json").read_text())
-        cosine_lr = record["cosine"]["lr"]
-        assert cosine_lr in EVALUATE["cosine_grid"]
-        task = config_from_dict({"task": TASK}).task
-        data = load_task_data(task)
-        cosine = {r.seed: r.val_loss for r in run_baselines(task, data, [("cosine", cosine_lr, s) for s in seeds])}
-        mine = run_controller(LearnedController.from_checkpoint(out / EXPORT_FILE), task, data,
-                              [(lr, s) for lr in STARTS for s in seeds])
-        for lr in STARTS:
-            delta = sum(r.val_loss - cosine[r.seed] for r in mine if r.initial_lr == lr) / len(seeds)
-            (row,) = [r for r in rows if r["iteration"] == chosen and r["initial_lr"] == lr]
-            assert row["dval_vs_cosine"] == pytest.approx(delta, rel=1e-9, abs=1e-12)
+        # The table's Δ is the pick's deterministic policy vs each task's tuned cosine, recomputed here.
+        for label, section in LABELS.items():
+            cosine_lr = record["cosine"][label]["lr"]
+            assert cosine_lr in EVALUATE["cosine_grid"] and deployed["selection"]["cosine_lr"][label] == cosine_lr
+            task = config_from_dict({"task": section}).task
+            data = load_task_data(task)
+            cosine = {r.seed: r.val_loss for r in run_baselines(task, data, [("cosine", cosine_lr, s) for s in seeds])}
+            mine = run_controller(LearnedController.from_checkpoint(out / EXPORT_FILE), task, data,
+                                  [(lr, s) for lr in STARTS for s in seeds])
+            for lr in STARTS:
+                delta = sum(r.val_loss - cosine[r.seed] for r in mine if r.initial_lr == lr) / len(seeds)
+                (row,) = [r for r in rows if r["iteration"] == chosen and r["task"] == label and r["initial_lr"] == lr]
+                assert row["dval_vs_cosine"] == pytest.approx(delta, rel=1e-9, abs=1e-12)
 
-        # The cost, by hand: cosine tuning (grid x tune seeds) and its runs, then starts x seeds per checkpoint.
-        once = (len(EVALUATE["cosine_grid"]) * len(EVALUATE["tune_seeds"]) + len(seeds)) * steps
-        assert deployed["selection"]["child_steps"] == once + 2 * len(STARTS) * len(seeds) * steps
+        # The cost, by hand: per task, cosine tuning (grid x tune seeds) and its runs; then tasks x starts x seeds
+        # per checkpoint.
+        once = sum((len(EVALUATE["cosine_grid"]) * len(EVALUATE["tune_seeds"]) + len(seeds)) * t["steps"]
+                   for t in LABELS.values())
+        assert deployed["selection"]["child_steps"] == once + 2 * per_checkpoint
         assert deployed["selection"]["run_child_steps"] == rows[-1]["training_child_steps"] > 0
 
         # Resume to 3 iterations: only the new checkpoint is scored; the old rows stay as they were.
@@ -198,10 +229,10 @@ def test_train_controller_scores_every_checkpoint_exports_the_pick_and_resumes_w
         assert resumed.count("[lrservice] selection iter ") == 1 and "selection iter 3 " in resumed
         assert "[lrservice] tuned cosine:" not in resumed  # cached in selection.json, not tuned again
         again = read_selection(out / "selection.parquet")
-        keep = ("iteration", "initial_lr", "val_loss_mean", "dval_vs_cosine", "test_accuracy_mean", "wall_s")
-        assert [{k: r[k] for k in keep} for r in again[:6]] == [{k: r[k] for k in keep} for r in rows]
-        assert [r["iteration"] for r in again[6:]] == [3] * len(STARTS)
-        assert load_export(out / EXPORT_FILE)["selection"]["child_steps"] == once + 3 * len(STARTS) * len(seeds) * steps
+        keep = ("iteration", "task", "initial_lr", "val_loss_mean", "dval_vs_cosine", "test_accuracy_mean", "wall_s")
+        assert [{k: r[k] for k in keep} for r in again[:len(rows)]] == [{k: r[k] for k in keep} for r in rows]
+        assert [r["iteration"] for r in again[len(rows):]] == [3] * len(STARTS) * len(LABELS)
+        assert load_export(out / EXPORT_FILE)["selection"]["child_steps"] == once + 3 * per_checkpoint
 
         # Resuming with other selection seeds would compare scores from two seed sets: refused, one line.
         changed = tmp_path / "changed.yaml"

@@ -233,6 +233,28 @@ def load_digits(val_size: int = 300, split_seed: int = 0, max_train_samples: int
     return child_data("digits", digits(test_fraction=test_fraction), val_size, split_seed, max_train_samples)
 
 
+def tabular(root: str | Path | None = None, num_samples: int = 6000, num_features: int = 20, informative: int = 8,
+            num_classes: int = 5, class_sep: float = 1.0, flip_y: float = 0.02, seed: int = 7,
+            test_fraction: float = 0.2) -> dict:
+    """A tabular classification task generated offline by scikit-learn's ``make_classification``
+    (Guyon's Madelon design: ``informative`` Gaussian-cluster features, 4 redundant linear
+    combinations, the rest noise; ``flip_y`` of the labels flipped) as ``(N, num_features)``
+    float32, standardised with the training split's statistics. Fixed by ``seed``: every
+    machine gets the same samples."""
+    from sklearn.datasets import make_classification
+
+    x, y = make_classification(n_samples=num_samples, n_features=num_features, n_informative=informative,
+                               n_redundant=min(4, num_features - informative), n_classes=num_classes,
+                               n_clusters_per_class=2, class_sep=class_sep, flip_y=flip_y, random_state=seed)
+    x, y = torch.tensor(x, dtype=torch.float32), torch.tensor(y, dtype=torch.int64)
+    order = torch.randperm(len(y), generator=torch.Generator().manual_seed(12345))
+    n_test = int(round(len(y) * test_fraction))
+    test_idx, rest_idx = order[:n_test], order[n_test:]
+    mean, std = x[rest_idx].mean(dim=0), x[rest_idx].std(dim=0).clamp_min(1e-6)
+    return {"train": ((x[rest_idx] - mean) / std, y[rest_idx]), "test": ((x[test_idx] - mean) / std, y[test_idx]),
+            "num_classes": num_classes, "val_size": 1000}
+
+
 def generate_mnist1d(num_samples: int = MNIST1D_SAMPLES, seed: int = MNIST1D_SEED) -> dict[str, np.ndarray]:
     """MNIST-1D from the package's templates and default args via ``make_dataset`` (never
     ``get_dataset``, which downloads a pickle); the global RNG state is left as it was."""

@@ -12,6 +12,7 @@ DATASETS = {
     "fashion_mnist": "lrservice.child.data:fashion_mnist",
     "cifar10": "lrservice.child.data:cifar10",
     "mnist1d": "lrservice.child.data:mnist1d",
+    "tabular": "lrservice.child.data:tabular",
 }
 """Built-in dataset loaders: ``loader(root, **dataset_args) -> {"train", "test", ...}``."""
 

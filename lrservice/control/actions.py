@@ -37,6 +37,12 @@ def episode_tasks(task: TaskConfig, controller: ControllerConfig) -> tuple[TaskC
     return controller.tasks or (task,)
 
 
+def task_labels(tasks: tuple[TaskConfig, ...]) -> list[str]:
+    """A short distinct name per task, ``dataset/model/optimizer/steps`` (``#i`` appended where two agree)."""
+    labels = [f"{t.dataset}/{t.model}/{t.optimizer}/{t.steps}" for t in tasks]
+    return [f"{label}#{i}" if labels.count(label) > 1 else label for i, label in enumerate(labels)]
+
+
 def _index(action: Any) -> int:
     """A discrete action as an int, whether given as a scalar or a 1-element array."""
     return int(np.asarray(action).reshape(-1)[0])

@@ -176,8 +176,16 @@ class EpisodeBatch:
 
     # -- observation ---------------------------------------------------------------------
     def _observe(self):
-        """Observe every pool once; each env's feature row (its task's progress) and evaluations."""
-        per_pool = [None if p is None else p.observe() for p in self.pools]
+        """Observe every pool once; each env's feature row (its task's progress) and evaluations.
+
+        Only the children of envs now on a pool's task are observed: with fewer envs than tasks an
+        env's slot in another task's pool may never have been started."""
+        current: list[list[int]] = [[] for _ in self.pools]
+        for i in range(self.n):
+            _, s, twin = self._where(i)
+            current[int(self.task_of[i])] += [s] if twin is None else [s, twin]
+        per_pool = [None if p is None or not mine else p.observe(children=mine)
+                    for p, mine in zip(self.pools, current)]
         rows, evals, twin_evals = [], [], []
         for i in range(self.n):
             t = int(self.task_of[i])

@@ -257,18 +257,24 @@ def _publish(out: Path, newest: Path, selection: "CheckpointSelection | None", l
 class CheckpointSelection:
     """Scores kept checkpoints on ``controller.selection_seeds`` and exports the pick as ``controller.pt``.
 
-    The tuned cosine (``evaluate.cosine_grid`` over ``evaluate.tune_seeds``, as
-    ``evaluate-controller`` tunes it) and its runs on the selection seeds are computed once per
-    output directory and cached in ``selection.json``; scored checkpoints are read back from
-    ``selection.parquet`` on resume and never rescored. Children run in this process through
-    :mod:`lrservice.control.evaluate` (no Ray); the rule is :mod:`lrservice.control.selection`.
+    Every task the controller trains on is scored (the run's ``task``, or each of
+    ``controller.tasks``). Each task's tuned cosine (``evaluate.cosine_grid`` over
+    ``evaluate.tune_seeds``, as ``evaluate-controller`` tunes it) and its runs on the selection
+    seeds are computed once per output directory and cached in ``selection.json``; scored
+    checkpoints are read back from ``selection.parquet`` on resume and never rescored. Children run
+    in this process through :mod:`lrservice.control.evaluate` (no Ray); the rule is
+    :mod:`lrservice.control.selection`.
     """
 
     def __init__(self, config: RunConfig, out: Path, rows: list[dict], record: dict, log: Log):
+        from lrservice.control.actions import episode_tasks, task_labels
+
         self.config, self.out, self.rows, self.record, self.log = config, out, rows, record, log
         self.seeds = list(config.controller.selection_seeds)
         self.starts = list(config.controller.start_lrs)
-        self._data = None
+        self.tasks = dict(zip(task_labels(episode_tasks(config.task, config.controller)),
+                              episode_tasks(config.task, config.controller)))
+        self._data: dict[str, Any] = {}
 
     @classmethod
     def open(cls, config: RunConfig, out: Path, done: int, log: Log) -> "CheckpointSelection | None":
@@ -281,6 +287,8 @@ class CheckpointSelection:
         rows = [r for r in read_selection(out / SELECTION_FILE) if r["iteration"] in kept]
         record_path = out / SELECTION_RECORD
         record = json.loads(record_path.read_text()) if record_path.is_file() else {}
+        if any(not r.get("task") for r in rows):  # scored before per-task rows: scored again, the same way as new ones
+            rows, record = [], {}
         settings = selection_settings(config)
         if rows and record:
             _check_same_selection(settings, record.get("settings", {}), record_path)
@@ -308,63 +316,72 @@ class CheckpointSelection:
                                      pick(self.rows)))
         return self._export() if self.rows else self.out / EXPORT_FILE
 
-    # -- the tuned cosine: once per output directory -------------------------------------
-    def _task_data(self):
+    # -- the tuned cosine: once per output directory and task ----------------------------
+    def _task_data(self, label: str):
         from lrservice.child.trainer import load_task_data
 
-        if self._data is None:
-            self._data = load_task_data(self.config.task)
-        return self._data
+        if label not in self._data:
+            self._data[label] = load_task_data(self.tasks[label])
+        return self._data[label]
 
-    def _cosine(self) -> list:
-        """Tuned cosine's runs on the selection seeds (from ``selection.json`` once computed)."""
-        from lrservice.control.evaluate import Run, run_baselines, tune_rivals
+    def _cosine(self) -> dict[str, list]:
+        """Each task's tuned cosine runs on the selection seeds (from ``selection.json`` once computed)."""
+        from lrservice.control.evaluate import Run
+
+        cached = self.record.setdefault("cosine", {})
+        for label in self.tasks:
+            if label not in cached:
+                cached[label] = self._tune_cosine(label)
+                write_json(self.out / SELECTION_RECORD, self.record)
+        return {label: [Run(**{**r, "lrs": tuple(r["lrs"])}) for r in cached[label]["runs"]] for label in self.tasks}
+
+    def _tune_cosine(self, label: str) -> dict:
+        from lrservice.control.evaluate import run_baselines, tune_rivals
         from lrservice.control.rivals import rivals
 
-        cached = self.record.get("cosine")
-        if cached:
-            return [Run(**{**r, "lrs": tuple(r["lrs"])}) for r in cached["runs"]]
-        task, ev, t0 = self.config.task, self.config.evaluate, time.perf_counter()
-        self.log(f"[lrservice] selection: tuning cosine on {list(ev.cosine_grid)} over tune seeds "
+        task, ev, t0 = self.tasks[label], self.config.evaluate, time.perf_counter()
+        self.log(f"[lrservice] selection: tuning cosine for {label} on {list(ev.cosine_grid)} over tune seeds "
                  f"{list(ev.tune_seeds)}, then on the {len(self.seeds)} selection seeds {_seed_text(self.seeds)}")
-        cosine_rival = [r for r in rivals(self.config) if r.name == "cosine"]
-        lr = float(tune_rivals(task, self._task_data(), cosine_rival, ev.tune_seeds, log=self.log)[0]["cosine"]["lr"])
-        runs = run_baselines(task, self._task_data(), [("cosine", lr, s) for s in self.seeds])
+        cosine_rival = [r for r in rivals(dataclasses.replace(self.config, task=task)) if r.name == "cosine"]
+        tuned, _ = tune_rivals(task, self._task_data(label), cosine_rival, ev.tune_seeds, log=self.log)
+        lr = float(tuned["cosine"]["lr"])
+        runs = run_baselines(task, self._task_data(label), [("cosine", lr, s) for s in self.seeds])
         tuning = len(ev.cosine_grid) * len(ev.tune_seeds) * task.steps
-        cosine = self.record["cosine"] = {
-            "lr": lr, "runs": [dataclasses.asdict(r) for r in runs],
-            "val_loss_mean": float(np.mean([r.val_loss for r in runs])),
-            "test_accuracy_mean": float(np.mean([r.test_accuracy for r in runs])),
-            "tuning_child_steps": tuning, "child_steps": tuning + len(runs) * task.steps,
-            "wall_s": time.perf_counter() - t0}
-        write_json(self.out / SELECTION_RECORD, self.record)
-        self.log(f"[lrservice] selection: tuned cosine lr {lr:g}; on the selection seeds final val loss "
+        cosine = {"lr": lr, "runs": [dataclasses.asdict(r) for r in runs],
+                  "val_loss_mean": float(np.mean([r.val_loss for r in runs])),
+                  "test_accuracy_mean": float(np.mean([r.test_accuracy for r in runs])),
+                  "tuning_child_steps": tuning, "child_steps": tuning + len(runs) * task.steps,
+                  "wall_s": time.perf_counter() - t0}
+        self.log(f"[lrservice] selection: {label}: tuned cosine lr {lr:g}; on the selection seeds final val loss "
                  f"{cosine['val_loss_mean']:.4f}, test acc {cosine['test_accuracy_mean']:.4f} "
                  f"({cosine['child_steps']:,} child steps, {cosine['wall_s']:.0f} s)")
-        return runs
+        return cosine
 
     # -- one checkpoint ------------------------------------------------------------------
-    def _score(self, ckpt: Path, cosine: list) -> list[dict]:
-        """The checkpoint's deterministic policy from every initial LR on the selection seeds vs tuned cosine."""
+    def _score(self, ckpt: Path, cosine: dict[str, list]) -> list[dict]:
+        """The checkpoint's deterministic policy from every initial LR on the selection seeds vs tuned cosine,
+        on every task."""
         from lrservice.control.checkpoint import export_payload
         from lrservice.control.controller import LearnedController
         from lrservice.control.evaluate import compare_rows, run_controller
 
-        t0, task, meta = time.perf_counter(), self.config.task, read_metadata(ckpt)
+        t0, meta = time.perf_counter(), read_metadata(ckpt)
         controller = LearnedController(export_payload(ckpt), ckpt)
-        runs = run_controller(controller, task, self._task_data(),
-                              [(float(lr), int(s)) for lr in self.starts for s in self.seeds], ckpt.name)
-        wall = time.perf_counter() - t0
         rows = []
-        for summary in compare_rows(runs, {"cosine": cosine}):
-            mine = [r for r in runs if r.initial_lr == summary["initial_lr"]]
-            summary = {k: v for k, v in summary.items() if k in SELECTION_COLUMNS}
-            rows.append({**summary, "iteration": checkpoint_iteration(ckpt), "checkpoint": ckpt.name,
-                         "episodes": float(meta.get("episodes") or 0.0),
-                         "training_child_steps": float(meta.get("child_steps") or 0.0),
-                         "test_loss_mean": float(np.mean([r.test_loss for r in mine])),
-                         "selection_child_steps": float(len(mine) * task.steps), "wall_s": wall})
-        return rows
+        for label, task in self.tasks.items():
+            runs = run_controller(controller, task, self._task_data(label),
+                                  [(float(lr), int(s)) for lr in self.starts for s in self.seeds], ckpt.name)
+            for summary in compare_rows(runs, {"cosine": cosine[label]}):
+                mine = [r for r in runs if r.initial_lr == summary["initial_lr"]]
+                summary = {k: v for k, v in summary.items() if k in SELECTION_COLUMNS}
+                rows.append({**summary, "iteration": checkpoint_iteration(ckpt), "checkpoint": ckpt.name,
+                             "episodes": float(meta.get("episodes") or 0.0),
+                             "training_child_steps": float(meta.get("child_steps") or 0.0),
+                             "task": label, "cosine_val_loss": self.record["cosine"][label]["val_loss_mean"],
+                             "test_loss_mean": float(np.mean([r.test_loss for r in mine])),
+                             "selection_child_steps": float(len(mine) * task.steps)})
+        wall = time.perf_counter() - t0
+        return [{**r, "wall_s": wall} for r in rows]
 
     # -- the pick ------------------------------------------------------------------------
     def _export(self) -> Path:
@@ -372,25 +389,30 @@ class CheckpointSelection:
         chosen = pick(self.rows)
         newest = max(self.rows, key=lambda r: r["iteration"])
         cosine = self.record["cosine"]
+        tuning = float(sum(cosine[label]["child_steps"] for label in self.tasks))
         scoring = float(sum(r["selection_child_steps"] for r in self.rows))
         first = next(r for r in self.rows if r["iteration"] == chosen)
         summary = {
             "iteration": chosen, "checkpoint": first["checkpoint"], "score": scores(self.rows)[chosen],
-            "seeds": self.seeds, "initial_lrs": self.starts, "cosine_lr": cosine["lr"],
-            "cosine_val_loss": cosine["val_loss_mean"], "scored_iterations": sorted(scores(self.rows)),
-            "child_steps": cosine["child_steps"] + scoring, "tuning_child_steps": cosine["child_steps"],
+            "seeds": self.seeds, "initial_lrs": self.starts, "tasks": list(self.tasks),
+            "cosine_lr": {label: cosine[label]["lr"] for label in self.tasks},
+            "cosine_val_loss": {label: cosine[label]["val_loss_mean"] for label in self.tasks},
+            "scored_iterations": sorted(scores(self.rows)),
+            "child_steps": tuning + scoring, "tuning_child_steps": tuning,
             "scoring_child_steps": scoring, "run_child_steps": newest["training_child_steps"],
             "run_episodes": newest["episodes"],
-            "wall_s": cosine["wall_s"] + sum({r["iteration"]: r["wall_s"] for r in self.rows}.values())}
+            "wall_s": sum(cosine[label]["wall_s"] for label in self.tasks)
+            + sum({r["iteration"]: r["wall_s"] for r in self.rows}.values())}
         self.record["pick"] = summary
         write_json(self.out / SELECTION_RECORD, self.record)
         path = export_controller(self.out / CHECKPOINTS / first["checkpoint"], self.out / EXPORT_FILE,
                                  selection=summary)
         share = summary["child_steps"] / summary["run_child_steps"] if summary["run_child_steps"] else math.nan
-        self.log(f"[lrservice] selection: pick iter {chosen} (score {summary['score']:+.4f}: mean Δ final val loss vs "
-                 f"tuned cosine on {len(self.seeds)} selection seeds, over {len(self.starts)} initial LRs) -> {path}; "
-                 f"newest iter {newest['iteration']} -> {self.out / LAST_FILE}; selection cost "
-                 f"{summary['child_steps']:,.0f} child steps (cosine {cosine['child_steps']:,} + scoring "
+        on = f"{len(self.tasks)} tasks x " if len(self.tasks) > 1 else ""
+        self.log(f"[lrservice] selection: pick iter {chosen} (score {summary['score']:+.2%}: mean Δ final val loss vs "
+                 f"tuned cosine, relative to cosine's, on {on}{len(self.seeds)} selection seeds x {len(self.starts)} "
+                 f"initial LRs) -> {path}; newest iter {newest['iteration']} -> {self.out / LAST_FILE}; selection cost "
+                 f"{summary['child_steps']:,.0f} child steps (cosine {tuning:,.0f} + scoring "
                  f"{scoring:,.0f}) = {share:.1%} of training's {summary['run_child_steps']:,.0f}")
         return path
 
@@ -399,13 +421,16 @@ SELECTION_RECORD = "selection.json"
 
 
 def selection_settings(config: RunConfig) -> dict:
-    """What scores are comparable under: seeds, starts, cosine's tuning and the task (not where data lives)."""
-    task = {k: v for k, v in config.to_dict()["task"].items() if k not in ("data_dir", "download")}
+    """What scores are comparable under: seeds, starts, cosine's tuning and the tasks (not where data lives)."""
+    where = ("data_dir", "download", "plugin_dirs")
+    sections = config.to_dict()
+    task = {k: v for k, v in sections["task"].items() if k not in where}
+    tasks = [{k: v for k, v in t.items() if k not in where} for t in sections["controller"].get("tasks") or ()]
     ev = config.evaluate
     return {"controller.selection_seeds": list(config.controller.selection_seeds),
             "controller.initial_lrs": list(config.controller.start_lrs),
             "evaluate.cosine_grid": list(ev.cosine_grid), "evaluate.tune_seeds": list(ev.tune_seeds),
-            **{f"task.{k}": v for k, v in task.items()}}
+            **{f"task.{k}": v for k, v in task.items()}, "controller.tasks": tasks}
 
 
 def _check_same_selection(settings: Mapping[str, Any], recorded: Mapping[str, Any], where: Path) -> None:
