@@ -30,6 +30,7 @@ No host synchronisation happens inside a block of steps on GPU.
 
 from __future__ import annotations
 
+import copy
 import math
 import warnings
 from typing import Sequence
@@ -39,6 +40,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lrservice.child.batched_conv import batched_convolutions
 from lrservice.child.data import ChildData
 from lrservice.child.features import COLUMN, in_feature_order
 from lrservice.child.models import MLP, task_model
@@ -181,6 +183,9 @@ class BatchedChildTrainer:
         self._train_x = self.data.train_x.flatten(1) if self._is_mlp else self.data.train_x
         self._head = self._head_name(self._template)
         if not self._is_mlp:
+            # The vmapped copy computes its convolutions channels-last (lrservice.child.batched_conv); the
+            # template itself stays as built, so the trial checks the copy against the model's own forward.
+            self._vmapped = batched_convolutions(copy.deepcopy(self._template))
             self._fmodel = torch.func.vmap(self._functional, in_dims=(0, 0, 0))
             self._fmodel_shared = torch.func.vmap(self._functional, in_dims=(0, 0, None))
             self._vmap_trial()
@@ -228,7 +233,7 @@ class BatchedChildTrainer:
         try:
             with warnings.catch_warnings():
                 warnings.filterwarnings("ignore", message=_LAYOUT_WARNING)
-                self._template.train()
+                self._modes(train=True)
                 buffers = {n_: t.clone() for n_, t in trial.buffers.items()}
                 out = self._fmodel(trial.by_name(), buffers, x)
                 self._losses(out, y).sum().backward()
@@ -244,7 +249,7 @@ class BatchedChildTrainer:
                     own_grads = [torch.zeros_like(q) if q.grad is None else q.grad for q in params.values()]
                     if not _agrees(trial.grad[i], torch.cat([g.flatten() for g in own_grads])):
                         raise NotBatchable("vmapped gradients differ from the model's own backward")
-                self._template.eval()
+                self._modes(train=False)
                 with torch.no_grad():
                     out = self._fmodel_shared(trial.by_name(), trial.buffers, x[0])
                     for i in range(2):
@@ -359,7 +364,12 @@ class BatchedChildTrainer:
     # -- forward ---------------------------------------------------------------------------
     def _functional(self, params: dict[str, torch.Tensor], buffers: dict[str, torch.Tensor],
                     x: torch.Tensor) -> torch.Tensor:
-        return torch.func.functional_call(self._template, (params, buffers), (x,))
+        return torch.func.functional_call(self._vmapped, (params, buffers), (x,))
+
+    def _modes(self, train: bool) -> None:
+        """Training or eval mode (BatchNorm's batch or running statistics) for the template and its vmapped copy."""
+        self._template.train(train)
+        self._vmapped.train(train)
 
     def _forward(self, x: torch.Tensor, shared: bool = False,
                  buffers: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
@@ -379,7 +389,7 @@ class BatchedChildTrainer:
                 if j < len(layers) - 1:
                     h = h.relu()
             return h
-        self._template.train(not shared)
+        self._modes(train=not shared)
         if shared:
             return self._fmodel_shared(self.stack.by_name(), self.stack.buffers, x)
         return self._fmodel(self.stack.by_name(), self.stack.buffers if buffers is None else buffers, x)
