@@ -167,6 +167,15 @@ class Progress(Callback):
         self.label, self.outcome, self.log = label, outcome, log
         self.done = 0
 
+    def __getstate__(self) -> dict:
+        """Tune pickles its callbacks into the experiment state; the caller's ``log`` need not pickle (a bound
+        method, a closure, or ``print`` once Ray has replaced ``builtins.print``), so it is left out and a
+        restored copy prints."""
+        return {**self.__dict__, "log": None}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state, log=state.get("log") or _print)
+
     def on_trial_complete(self, iteration, trials, trial, **info):
         self.done += 1
         self.log(f"[lrservice] {self.name}: {self.done}/{self.total} {self.outcome(trial)}")
@@ -179,6 +188,10 @@ class Progress(Callback):
     def on_trial_error(self, iteration, trials, trial, **info):
         self.log(f"[lrservice] {self.name}: trial {trial.trial_id} {self.label(trial.config)} failed for good "
                  f"(after {self.max_failures} retries); see {trial.local_path}")
+
+
+def _print(line: str) -> None:
+    print(line, flush=True)
 
 
 def trial_reports(grid) -> list[tuple[Path, list[dict]]]:

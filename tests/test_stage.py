@@ -85,3 +85,22 @@ def test_a_stage_is_complete_when_all_its_parts_exist_and_restorable_only_with_a
     assert not restorable(stage.path)  # killed before the searcher's state: a restore would rerun the grid
     (stage.path / "basic-variant-state-2026-01-01_00-00-00.json").write_text("{}")
     assert restorable(stage.path)
+
+
+def test_progress_callback_pickles_whatever_its_log_is(monkeypatch):
+    """Tune saves its callbacks with the experiment state. Ray code may replace ``builtins.print``
+    (``ray.experimental.tqdm_ray``), after which the real ``print`` no longer pickles by name; a
+    closure never does. The callback leaves its ``log`` out, and a restored copy prints."""
+    import builtins
+    import pickle
+
+    from lrservice.stage import Progress
+
+    lines = []
+    for log in (print, lines.append, lambda line: lines.append(line)):
+        original = builtins.print
+        monkeypatch.setattr(builtins, "print", lambda *a, **k: original(*a, **k))
+        restored = pickle.loads(pickle.dumps(Progress("eval", 3, 1, str, str, log)))
+        monkeypatch.setattr(builtins, "print", original)
+        assert (restored.name, restored.total, restored.done) == ("eval", 3, 0)
+        assert callable(restored.log) and restored.log is not log
