@@ -213,3 +213,20 @@ def test_the_registry_imports_without_torch():
     code = "import sys, lrservice.kinds, lrservice.config; print('torch' in sys.modules, len(lrservice.kinds.kinds()))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     assert out == ["False", str(len(kinds()))]
+
+
+def test_the_tuning_rule_scores_every_point_and_picks_the_first_lowest():
+    """One rule for compare's tune phase and evaluate-controller's rivals: mean over tune seeds, a diverged
+    or missing loss +inf, ties to the first point seen."""
+    from lrservice.kinds import grid_scores, tuned_winners
+
+    rows = [{"arm": "c", "params": {"lr": lr}, "final_val_loss": loss, "diverged": diverged}
+            for lr, loss, diverged in [(0.1, 0.5, False), (0.1, 0.25, False), (0.01, 0.375, False),
+                                       (0.01, 0.375, False), (1.0, 0.0, True), (1.0, 0.0, False),
+                                       (0.001, None, False), (0.001, 0.1, False)]]
+    rows.append({"arm": "k", "params": {"lr": 0.5}, "final_val_loss": float("nan")})
+    assert grid_scores(rows) == {"c": [({"lr": 0.1}, 0.375), ({"lr": 0.01}, 0.375), ({"lr": 1.0}, float("inf")),
+                                       ({"lr": 0.001}, float("inf"))],
+                                 "k": [({"lr": 0.5}, float("inf"))]}
+    assert tuned_winners(rows) == {"c": ({"lr": 0.1}, 0.375), "k": ({"lr": 0.5}, float("inf"))}
+    assert tuned_winners(list(reversed(rows)))["c"] == ({"lr": 0.01}, 0.375)  # ties: the first seen

@@ -9,13 +9,11 @@ kind allows and how it runs is its :class:`lrservice.kinds.ArmKind`'s business.
 from __future__ import annotations
 
 import dataclasses
-import json
-import math
 from typing import Any, Iterable, Mapping, Sequence
 
 from lrservice import kinds
 from lrservice.config import ArmConfig, ConfigError, RunConfig
-from lrservice.kinds import get_kind
+from lrservice.kinds import get_kind, tuned_winners
 from lrservice.preflight import check_controller_checkpoint
 
 
@@ -94,34 +92,9 @@ def eval_specs(config: RunConfig, run_id: str, winners: Mapping[str, dict]) -> l
             for arm in config.compare.arms if not get_kind(arm.kind).population]
 
 
-def tuned_winners(rows: Iterable[Mapping[str, Any]]) -> dict[str, tuple[dict, float]]:
-    """Per arm, the params with the lowest mean final validation loss over tune seeds, and that mean.
-
-    ``rows`` carry ``arm``, ``params`` (dict) and ``final_val_loss``; a diverged or
-    missing loss counts as +inf so a stable point always beats an unstable one. Ties go
-    to the first grid point seen.
-    """
-    groups: dict[str, dict[str, tuple[dict, list[float]]]] = {}
-    for row in rows:
-        key = _key(row["params"])
-        loss = row.get("final_val_loss")
-        finite = loss is not None and math.isfinite(float(loss)) and not row.get("diverged")
-        groups.setdefault(row["arm"], {}).setdefault(key, (dict(row["params"]), []))[1].append(
-            float(loss) if finite else math.inf)
-    winners = {}
-    for arm, points in groups.items():
-        params, losses = min(points.values(), key=lambda pv: sum(pv[1]) / len(pv[1]))
-        winners[arm] = (params, sum(losses) / len(losses))
-    return winners
-
-
 def pick_winners(rows: Iterable[Mapping[str, Any]]) -> dict[str, dict]:
     """Per arm, the params :func:`tuned_winners` picks: the eval phase runs them."""
     return {arm: params for arm, (params, _) in tuned_winners(rows).items()}
-
-
-def _key(params: Mapping[str, Any]) -> str:
-    return json.dumps(params, sort_keys=True, default=str)
 
 
 def _plain(section: Any) -> dict:

@@ -19,8 +19,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from lrservice.compare.arms import tuned_winners
-from lrservice.kinds import baselines, get_kind
+from lrservice.kinds import baselines, get_kind, tuned_winners
 from lrservice.stats import compare_paired
 
 STEPS_SCHEMA = pa.schema([
@@ -232,7 +231,7 @@ def pick_reference(trials: pd.DataFrame, candidates: Iterable[str], phase: str =
 
     ``tune``: each candidate's tuned winner is the point of its tune-phase rows with the lowest
     mean final validation loss (a diverged or missing loss counts as +inf), as
-    :func:`lrservice.compare.arms.tuned_winners` picks it for the eval phase; the candidate whose
+    :func:`lrservice.kinds.tuned_winners` picks it for the eval phase; the candidate whose
     winner scored lowest is the reference (a candidate without tune rows scores +inf; ties go to
     the first name). So the reference is chosen before any held-out seed is looked at, never on
     the seeds it is then compared on. ``eval``: only when no candidate has a tune row (untuned

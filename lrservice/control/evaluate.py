@@ -31,7 +31,7 @@ from lrservice.config import ControllerConfig, RunConfig, TaskConfig
 from lrservice.control.controller import LearnedController
 from lrservice.control.episodes import EpisodeBatch, PoolFactory
 from lrservice.control.rivals import Rival
-from lrservice.kinds import get_kind
+from lrservice.kinds import get_kind, grid_scores, tuned_winners
 from lrservice.runner import ChildRun, run_children
 from lrservice.stats import compare_paired
 
@@ -146,23 +146,22 @@ def _label(point: dict, varying: Sequence[str]) -> str:
 
 def tune_rivals(task: TaskConfig, data: ChildData, rivals: Sequence[Rival], tune_seeds: Sequence[int],
                 log: Log = print) -> tuple[dict[str, dict], str]:
-    """Each rival's grid point with the lowest mean final validation loss over the tune seeds (a diverged
-    child counts +inf; ties go to the first point), and the best tuned rival's name (lowest such mean)."""
+    """Each rival's grid point by the tuning rule (:func:`lrservice.kinds.tuned_winners`: lowest mean final
+    validation loss over the tune seeds, a diverged child +inf, ties to the first point), and the best tuned
+    rival's name (the lowest such mean)."""
     runs = [(f"{r.name}#{j}", r.kind, point, int(s)) for r in rivals for j, point in enumerate(r.points)
             for s in tune_seeds]
     results = run_arms(task, data, runs)
-    tuned, score = {}, {}
+    rows = [{"arm": arm.partition("#")[0], "params": params, "final_val_loss": x.val_loss, "diverged": x.diverged}
+            for (arm, _, params, _), x in zip(runs, results)]
+    winners, points = tuned_winners(rows), grid_scores(rows)
     for r in rivals:
-        means = [float(np.mean([x.val_loss if np.isfinite(x.val_loss) and not x.diverged else np.inf
-                                for x in results if x.arm == f"{r.name}#{j}"])) for j in range(len(r.points))]
-        j = int(np.argmin(means))
-        tuned[r.name], score[r.name] = r.points[j], means[j]
         varying = [k for k in r.points[0] if len({json.dumps(p.get(k)) for p in r.points}) > 1]
-        scores = "  ".join(f"{_label(p, varying)}->{m:.4f}" for p, m in zip(r.points, means))
-        log(f"[lrservice] tuned {r.name}: {scores}  => {_label(r.points[j], varying)}")
-    best = min(score, key=score.get)
-    log(f"[lrservice] best tuned rival (on the tune seeds): {best} ({score[best]:.4f})")
-    return tuned, best
+        scores = "  ".join(f"{_label(p, varying)}->{m:.4f}" for p, m in points[r.name])
+        log(f"[lrservice] tuned {r.name}: {scores}  => {_label(winners[r.name][0], varying)}")
+    best = min(winners, key=lambda name: winners[name][1])
+    log(f"[lrservice] best tuned rival (on the tune seeds): {best} ({winners[best][1]:.4f})")
+    return {name: params for name, (params, _) in winners.items()}, best
 
 
 def compare_rows(runs: Sequence[Run], reference: dict[str, list[Run]]) -> list[dict]:

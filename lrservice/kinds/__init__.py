@@ -19,9 +19,10 @@ from lrservice.kinds.base import (
     register,
     warmup_steps,
 )
+from lrservice.kinds.tuning import grid_scores, tuned_winners
 
 for _module in ("schedules", "optimizers", "adaptive"):  # importing a module registers its kinds, in this order
     importlib.import_module(f"lrservice.kinds.{_module}")
 
-__all__ = ["REQUIRED", "TASK", "ArmKind", "Param", "baselines", "get_kind", "grid_points", "kinds", "register",
-           "warmup_steps"]
+__all__ = ["REQUIRED", "TASK", "ArmKind", "Param", "baselines", "get_kind", "grid_points", "grid_scores", "kinds",
+           "register", "tuned_winners", "warmup_steps"]
