@@ -6,8 +6,9 @@ Two tables in one run:
    with K sub-envs vs K separate single envs: LRControlEnv when importable, else LRVectorEnv(1)).
 2. Every model of ``--models`` at K = ``--models-k`` (16): the MLP through its hand-written fast
    path and through the generic vmap path (the fast path stays only while it wins here),
-   LeNet-5, and ``convbn``, a small conv net with BatchNorm defined in this file, i.e. not one
-   of ``lrservice/child/models.py`` (it reaches the trainers as a plugin, see :func:`model_spec`).
+   LeNet-5, ``convbn``, a small conv net with BatchNorm defined in this file, i.e. not one
+   of ``lrservice/child/models.py`` (it reaches the trainers as a plugin, see :func:`model_spec`),
+   and ``convnet1d``, the worked example's 1-D conv net (``examples/own_task``) on MNIST-1D.
 
 Run: ``python bench/batched.py [--device cpu|cuda] [--model mlp|lenet5] [--repeats 5] [--clock wall|cpu]``.
 """
@@ -64,12 +65,25 @@ class ConvBN(nn.Module):
 
 
 OUTSIDE_MODELS = {"convbn": ConvBN}
+EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "own_task"
+ONE_D = {"convnet1d": "signals.model:ConvNet1d"}  # the worked example's 1-D conv net, on MNIST-1D
 
 
 def model_spec(name: str) -> str:
     """``task.model`` for a name: an outside model as a plugin (``"<this module>:Class"``, the door a
     user's model comes through), lrservice's own by name."""
+    if name in ONE_D:
+        return ONE_D[name]
     return f"{__name__}:{OUTSIDE_MODELS[name].__name__}" if name in OUTSIDE_MODELS else name
+
+
+def model_task(task, data, name: str):
+    """The task and data a model of the second table trains on: digits, or MNIST-1D for a 1-D model."""
+    if name not in ONE_D:
+        return dataclasses.replace(task, model=model_spec(name)), data
+    one_d = dataclasses.replace(task, dataset="mnist1d", model=ONE_D[name], val_size=500,
+                                plugin_dirs=(str(EXAMPLE),))
+    return one_d, load_task_data(one_d)
 
 
 def single_env_factory(env_config: dict, data):
@@ -149,9 +163,9 @@ def models_table(task, data, models: list[str], k: int, steps: int, repeats: int
     rows = []
     for model in models:
         print(f"[lrservice] {model} at K={k} ...", flush=True)
-        mtask = dataclasses.replace(task, model=model_spec(model))
-        worst = check(mtask, data)
-        mode, rates = model_rates(mtask, data, k, steps, repeats)
+        mtask, mdata = model_task(task, data, model)
+        worst = check(mtask, mdata)
+        mode, rates = model_rates(mtask, mdata, k, steps, repeats)
         sep = rates["separate"]
         for name in [n for n in rates if n != "separate"]:
             shown = mode if name == "batched" else "batched (vmap)"
@@ -192,8 +206,9 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--steps", type=int, default=50, help="child steps per timed block")
     parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--models", default="mlp,lenet5,convbn",
-                        help="models for the second table (empty: skip it); convbn is defined in this file")
+    parser.add_argument("--models", default="mlp,lenet5,convbn,convnet1d",
+                        help="models for the second table (empty: skip it); convbn is defined in this file, "
+                             "convnet1d is examples/own_task's (on MNIST-1D)")
     parser.add_argument("--models-k", type=int, default=16, help="children per pool in the second table")
     parser.add_argument("--skip-ks", action="store_true", help="only the second table")
     parser.add_argument("--clock", choices=["wall", "cpu"], default="wall",
