@@ -144,6 +144,8 @@ def model_rates(task, data, k: int, steps: int, repeats: int) -> tuple[str, dict
     runners = {"batched": BatchedChildTrainer(task, k, data=data)}
     if runners["batched"].mode != "batched (vmap)":
         runners["vmap"] = BatchedChildTrainer(task, k, data=data, fast_path=False)
+    elif any(isinstance(m, nn.modules.conv._ConvNd) for m in runners["batched"]._template.modules()):
+        runners["vmap, plain conv"] = BatchedChildTrainer(task, k, data=data, channels_last_conv=False)
     for pool in runners.values():
         pool.reset([1e-3] * k, list(range(k)))
         pool.train_steps(5)
@@ -168,13 +170,17 @@ def models_table(task, data, models: list[str], k: int, steps: int, repeats: int
         mode, rates = model_rates(mtask, mdata, k, steps, repeats)
         sep = rates["separate"]
         for name in [n for n in rates if n != "separate"]:
-            shown = mode if name == "batched" else "batched (vmap)"
+            shown = {"batched": mode, "vmap": "batched (vmap)"}.get(name, f"batched ({name})")
             rows.append([model, shown, f"{worst:.1e}" if name == "batched" else "", fmt(spread(rates[name]), 0),
                          fmt(spread(sep), 0), fmt(spread([b / s for b, s in zip(rates[name], sep)]), 2)])
         if "vmap" in rates:
             ratio = [f / v for f, v in zip(rates["batched"], rates["vmap"])]
             print(f"[lrservice] {model}: fast path / vmap path at K={k}: {fmt(spread(ratio), 2)} "
                   f"(> 1: the hand-written path earns its keep)")
+        if "vmap, plain conv" in rates:
+            ratio = [c / v for c, v in zip(rates["batched"], rates["vmap, plain conv"])]
+            print(f"[lrservice] {model}: channels-last / plain vmapped convolutions at K={k}: "
+                  f"{fmt(spread(ratio), 2)} (> 1: lrservice.child.batched_conv earns its keep)")
     return table(["model", "batched mode", "max rel. feature diff", "batched child-steps/s",
                   f"{k} separate child-steps/s", "ratio"], rows)
 

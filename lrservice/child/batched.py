@@ -164,12 +164,14 @@ class BatchedChildTrainer:
     """Trains K children of one task together; every child has its own LR, seed and state.
 
     ``fast_path`` (default on) trains lrservice's own MLP with hand-written ``bmm`` calls
-    instead of vmap (faster on CPU: docs/performance.md); any other model goes through vmap.
+    instead of vmap (faster on CPU: docs/performance.md); any other model goes through vmap, its
+    convolutions channels-last (``channels_last_conv``, default on: :mod:`lrservice.child.batched_conv`).
+    Both switches exist so ``bench/batched.py`` can show each earns its keep.
     Raises :class:`NotBatchable` when the model cannot be vmapped (see the module docstring).
     """
 
     def __init__(self, task: TaskConfig, num_children: int, data: ChildData | None = None,
-                 device: str | None = None, fast_path: bool = True):
+                 device: str | None = None, fast_path: bool = True, channels_last_conv: bool = True):
         if num_children < 1:
             raise ConfigError(f"num_children: {num_children!r} is not allowed; it must be an integer >= 1")
         self.task = task
@@ -185,7 +187,9 @@ class BatchedChildTrainer:
         if not self._is_mlp:
             # The vmapped copy computes its convolutions channels-last (lrservice.child.batched_conv); the
             # template itself stays as built, so the trial checks the copy against the model's own forward.
-            self._vmapped = batched_convolutions(copy.deepcopy(self._template))
+            self._vmapped = copy.deepcopy(self._template)
+            if channels_last_conv:
+                batched_convolutions(self._vmapped)
             self._fmodel = torch.func.vmap(self._functional, in_dims=(0, 0, 0))
             self._fmodel_shared = torch.func.vmap(self._functional, in_dims=(0, 0, None))
             self._vmap_trial()

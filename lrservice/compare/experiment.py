@@ -30,7 +30,7 @@ from typing import Any, Callable, Mapping
 from ray import tune
 
 from lrservice import stage
-from lrservice.compare.arms import check_compare, eval_specs, pick_winners, tune_specs
+from lrservice.compare.arms import check_compare, eval_specs, pick_winners, resolve_params, tune_specs
 from lrservice.compare.cost import add_costs, controller_cost
 from lrservice.compare.population import exploit_parts, read_reports, recorder, reports_path, run_population
 from lrservice.compare.report import build_report
@@ -92,7 +92,7 @@ def ensure_controllers(config: RunConfig, run_dir: Path, resume: bool, log: Log)
         if not get_kind(arm.kind).learned:
             arms.append(arm)
             continue
-        path = str(arm.params.get("checkpoint", "auto"))
+        path = str(resolve_params(arm, arm.params, config)["checkpoint"])
         if path == "auto":
             if trained is None:
                 trained = _train_controller(config, run_dir, resume, log)

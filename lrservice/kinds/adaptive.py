@@ -8,29 +8,34 @@ from lrservice.errors import ConfigError
 from lrservice.kinds.base import ArmKind, Param, register
 
 AUTO = "auto"
+DEFAULT_CHECKPOINT = "pretrained:general"
+"""A controller arm that names no checkpoint runs the shipped general controller (trained across a suite of
+tasks, evaluated zero-shot on task families it never saw: docs/controller.md); ``auto`` trains one in the run."""
 PBT_DEFAULTS = {"lr_min": 1e-4, "lr_max": 1e-1, "population": 4}
 
 
 @register
 class Controller(ArmKind):
-    """A learned controller (``params.checkpoint``: ``pretrained:NAME``, an export, a checkpoint dir, or ``auto``)."""
+    """A learned controller (``params.checkpoint``: ``pretrained:NAME`` (default :data:`DEFAULT_CHECKPOINT`), an
+    export, a checkpoint dir, or ``auto``: train one for this run)."""
 
     name = "controller"
     summary = "a learned controller acting every action_every steps from lr"
     learned = True
     batchable = False
-    params = {"checkpoint": Param(AUTO, "str", "pretrained:NAME, a controller.pt, a checkpoint dir, or auto"),
+    params = {"checkpoint": Param(DEFAULT_CHECKPOINT, "str",
+                                  "pretrained:NAME, a controller.pt, a checkpoint dir, or auto (train one in the run)"),
               "lr": Param(None, "lr", "the initial LR (default: the middle of controller.initial_lrs)")}
 
     def task_defaults(self, config) -> dict:
         ctrl = config.controller
         lr = ctrl.initial_lr if ctrl.initial_lr is not None else sorted(ctrl.initial_lrs)[len(ctrl.initial_lrs) // 2]
-        return {"checkpoint": AUTO, "lr": lr}
+        return {"checkpoint": DEFAULT_CHECKPOINT, "lr": lr}
 
     def validate(self, params: Mapping[str, Any], path: str, config) -> None:
         if not isinstance(params.get("checkpoint"), str):
             raise ConfigError(f"{path}.params.checkpoint: {params.get('checkpoint')!r} is not allowed; "
-                              "give a checkpoint directory or 'auto'")
+                              "give pretrained:NAME, a checkpoint directory or 'auto'")
         super().validate(params, path, config)
 
     def controller_checkpoint(self, params: Mapping[str, Any]) -> str | None:
