@@ -67,4 +67,4 @@ def test_only_plain_zero_padded_convolutions_are_taken_over():
                           nn.ConvTranspose2d(1, 2, 3))
     batched_convolutions(model)
     taken = ["forward" in vars(m) for m in model]
-    assert taken == [True, False, True, False, False, False]
+    assert taken == [False, False, True, False, False, False]  # 1-D: measured slower channels-last
