@@ -13,8 +13,9 @@ the children's convolution layers that layout under vmap:
   a copy. Outside vmap it is ``torch.nn.functional.conv{1,2,3}d`` with the same autograd.
 * :func:`batched_convolutions` points every ``nn.Conv2d`` of a model (built-in or plugin) with
   zero padding at that op. (The op is correct for 1-D and 3-D too, but a 1-D convolution measured
-  slower this way on CPU, so ``nn.Conv1d`` keeps vmap's own rule.) The batched trainer applies it to its own copy of the model, so
-  the vmap trial still checks it against the model's unmodified forward.
+  slower this way on CPU, so ``nn.Conv1d`` keeps vmap's own rule.) The batched trainer applies it
+  to its own copy of the model, so the vmap trial still checks it against the model's unmodified
+  forward.
 
 The arithmetic is the convolution's own; only the memory layout and the kernel chosen change,
 so results agree with separate children to float32 rounding (tests/test_batched.py).
