@@ -68,3 +68,9 @@ def test_only_plain_zero_padded_convolutions_are_taken_over():
     batched_convolutions(model)
     taken = ["forward" in vars(m) for m in model]
     assert taken == [False, False, True, False, False, False]  # 1-D: measured slower channels-last
+
+
+def test_a_model_with_batch_norm_keeps_vmaps_own_rule():
+    """Measured slower channels-last (vmap's batch-norm rule copies the layout back): left as it is."""
+    model = batched_convolutions(nn.Sequential(nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2)))
+    assert "forward" not in vars(model[0])

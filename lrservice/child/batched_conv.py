@@ -9,13 +9,13 @@ the children's convolution layers that layout under vmap:
 * :func:`convolution` is a custom op (``lrservice::convolution``) whose vmap rule lays the K
   children's inputs out as ``(N, *spatial, K, C)``, runs one grouped convolution, and hands the
   result back as ``(K, N, *spatial, O)`` in memory — each child's maps channels-last, so the
-  pooling, activations and normalisation after it read them as one ``(K*N, ...)`` batch without
-  a copy. Outside vmap it is ``torch.nn.functional.conv{1,2,3}d`` with the same autograd.
+  pooling and activations after it read them as one ``(K*N, ...)`` batch without a copy.
+  Outside vmap it is ``torch.nn.functional.conv{1,2,3}d`` with the same autograd.
 * :func:`batched_convolutions` points every ``nn.Conv2d`` of a model (built-in or plugin) with
-  zero padding at that op. (The op is correct for 1-D and 3-D too, but a 1-D convolution measured
-  slower this way on CPU, so ``nn.Conv1d`` keeps vmap's own rule.) The batched trainer applies it
-  to its own copy of the model, so the vmap trial still checks it against the model's unmodified
-  forward.
+  zero padding at that op. The op is correct for 1-D and 3-D too, but a 1-D convolution, and any
+  convolution of a model with BatchNorm, measured slower this way on CPU (``bench/batched.py``),
+  so those keep vmap's own rule. The batched trainer applies it to its own copy of the model, so
+  the vmap trial still checks it against the model's unmodified forward.
 
 The arithmetic is the convolution's own; only the memory layout and the kernel chosen change,
 so results agree with separate children to float32 rounding (tests/test_batched.py).
@@ -100,7 +100,12 @@ def _forward(self: nn.Module, x: Tensor) -> Tensor:
 
 def batched_convolutions(model: nn.Module) -> nn.Module:
     """``model`` with each zero-padded, numerically padded ``nn.Conv2d`` computing through
-    :func:`convolution` (others, e.g. ``padding='same'`` or reflect padding, are left as they are)."""
+    :func:`convolution` (others, e.g. ``padding='same'`` or reflect padding, are left as they are).
+
+    A model with BatchNorm is left as it is: vmap's batch-norm rule copies channels-last maps back
+    and forth, and such a model measured slower this way (``bench/batched.py``, convbn: 0.86x)."""
+    if any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
+        return model
     for module in model.modules():
         if (type(module) in _MODULES and module.padding_mode == "zeros" and not isinstance(module.padding, str)):
             module.forward = types.MethodType(_forward, module)
