@@ -230,3 +230,18 @@ def test_the_tuning_rule_scores_every_point_and_picks_the_first_lowest():
                                  "k": [({"lr": 0.5}, float("inf"))]}
     assert tuned_winners(rows) == {"c": ({"lr": 0.1}, 0.375), "k": ({"lr": 0.5}, float("inf"))}
     assert tuned_winners(list(reversed(rows)))["c"] == ({"lr": 0.01}, 0.375)  # ties: the first seen
+
+
+def test_a_controller_arm_naming_no_checkpoint_runs_the_shipped_general_controller(tmp_path):
+    from lrservice.compare.experiment import ensure_controllers
+    from lrservice.control.checkpoint import load_export, pretrained_controllers
+
+    config = config_from_dict({"compare": {"arms": [{"name": "ctrl", "kind": "controller", "params": {"lr": 1e-3}},
+                                                    {"name": "cos", "kind": "cosine", "params": {"lr": 1e-3}}]}})
+    assert get_kind("controller").resolve({"lr": 1e-3}, config)["checkpoint"] == "pretrained:general"
+    lines = []
+    arms = ensure_controllers(config, tmp_path, resume=False, log=lines.append).compare.arms
+    assert arms[0].params == {"lr": 1e-3, "checkpoint": str(pretrained_controllers()["general"])}
+    assert arms[1].params == {"lr": 1e-3} and not lines  # nothing trained
+    shipped = load_export(arms[0].params["checkpoint"])
+    assert len(shipped["selection"]["tasks"]) == len(shipped["controller"]["tasks"]) > 1  # trained on a suite
