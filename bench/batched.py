@@ -144,7 +144,7 @@ def model_rates(task, data, k: int, steps: int, repeats: int) -> tuple[str, dict
     runners = {"batched": BatchedChildTrainer(task, k, data=data)}
     if runners["batched"].mode != "batched (vmap)":
         runners["vmap"] = BatchedChildTrainer(task, k, data=data, fast_path=False)
-    elif any(isinstance(m, nn.modules.conv._ConvNd) for m in runners["batched"]._template.modules()):
+    elif any("forward" in vars(m) for m in runners["batched"]._vmapped.modules()):  # a conv taken over
         runners["vmap, plain conv"] = BatchedChildTrainer(task, k, data=data, channels_last_conv=False)
     for pool in runners.values():
         pool.reset([1e-3] * k, list(range(k)))
