@@ -74,10 +74,12 @@ def test_ppo_config_follows_placement_and_vector_env():
 def test_progress_names_how_each_tasks_children_train():
     """One child per env runner is separate; a vector env's pool per task is batched when its model vmaps."""
     assert children_note(run_config()).startswith("separate (one child per env runner")
-    assert children_note(run_config(num_envs_per_env_runner=4)) == "digits/mlp batched (mlp fast path)"
+    steps = TASK["steps"]
+    assert children_note(run_config(num_envs_per_env_runner=4)) == f"digits/mlp/adam/{steps} batched (mlp fast path)"
     tasks = [{**TASK, "model": "lenet5"}, TASK, {**TASK, "model": "lenet5", "seed": 3}]
     assert children_note(run_config(num_envs_per_env_runner=4, tasks=tasks)) == (
-        "digits/lenet5 batched (vmap); digits/mlp batched (mlp fast path)")
+        f"digits/lenet5/adam/{steps}#0 batched (vmap); digits/mlp/adam/{steps} batched (mlp fast path); "
+        f"digits/lenet5/adam/{steps}#2 batched (vmap)")
 
 
 def test_log_is_atomic_parquet_and_progress_line_names_the_numbers(tmp_path):

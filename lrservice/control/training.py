@@ -70,18 +70,19 @@ def children_note(config: RunConfig) -> str:
     from lrservice.child.data import DatasetUnavailable
     from lrservice.child.pool import pool_mode
     from lrservice.child.trainer import load_task_data
-    from lrservice.control.actions import episode_tasks
+    from lrservice.control.actions import episode_tasks, task_labels
 
     if config.controller.num_envs_per_env_runner == 1:
         return "separate (one child per env runner: controller.num_envs_per_env_runner is 1)"
     modes = []
-    for task in episode_tasks(config.task, config.controller):
+    tasks = episode_tasks(config.task, config.controller)
+    for label, task in zip(task_labels(tasks), tasks):
         try:
             mode = pool_mode(task, load_task_data(task), device="cpu")
         except DatasetUnavailable:
             mode = "decided on each env runner (the dataset is not on this machine)"
-        modes.append(f"{task.dataset}/{task.model} {mode}")
-    return "; ".join(dict.fromkeys(modes))
+        modes.append(f"{label} {mode}")
+    return "; ".join(modes)
 
 
 def child_steps_per_env_step(config: RunConfig) -> int:
