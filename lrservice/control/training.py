@@ -273,8 +273,8 @@ class CheckpointSelection:
         self.config, self.out, self.rows, self.record, self.log = config, out, rows, record, log
         self.seeds = list(config.controller.selection_seeds)
         self.starts = list(config.controller.start_lrs)
-        self.tasks = dict(zip(task_labels(episode_tasks(config.task, config.controller)),
-                              episode_tasks(config.task, config.controller)))
+        tasks = episode_tasks(config.task, config.controller)
+        self.tasks = dict(zip(task_labels(tasks), tasks))
         self._data: dict[str, Any] = {}
 
     @classmethod
