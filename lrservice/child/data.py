@@ -212,6 +212,13 @@ def _standardise(train: torch.Tensor, *others: torch.Tensor) -> list[torch.Tenso
     return [(t - mean) / std for t in (train, *others)]
 
 
+def _test_split(n: int, test_fraction: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """A fixed test split of ``n`` generated samples (the same on every machine): ``(test_idx, rest_idx)``."""
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(12345))
+    n_test = int(round(n * test_fraction))
+    return order[:n_test], order[n_test:]
+
+
 def digits(root: str | Path | None = None, test_fraction: float = 0.2) -> dict:
     """scikit-learn's 1,797 8x8 digits as ``(N, 1, 8, 8)``; the test split is a fixed 20%, and 300 training
     samples at most are held out for validation."""
@@ -220,9 +227,7 @@ def digits(root: str | Path | None = None, test_fraction: float = 0.2) -> dict:
     bunch = sk_digits()
     x = torch.tensor(bunch.images, dtype=torch.float32).unsqueeze(1) / 16.0
     y = torch.tensor(bunch.target, dtype=torch.int64)
-    order = torch.randperm(len(y), generator=torch.Generator().manual_seed(12345))
-    n_test = int(round(len(y) * test_fraction))
-    test_idx, rest_idx = order[:n_test], order[n_test:]
+    test_idx, rest_idx = _test_split(len(y), test_fraction)
     x_rest, x_test = _standardise(x[rest_idx], x[test_idx])
     return {"train": (x_rest, y[rest_idx]), "test": (x_test, y[test_idx]), "num_classes": 10, "val_size": 300}
 
@@ -247,9 +252,7 @@ def tabular(root: str | Path | None = None, num_samples: int = 6000, num_feature
                                n_redundant=min(4, num_features - informative), n_classes=num_classes,
                                n_clusters_per_class=2, class_sep=class_sep, flip_y=flip_y, random_state=seed)
     x, y = torch.tensor(x, dtype=torch.float32), torch.tensor(y, dtype=torch.int64)
-    order = torch.randperm(len(y), generator=torch.Generator().manual_seed(12345))
-    n_test = int(round(len(y) * test_fraction))
-    test_idx, rest_idx = order[:n_test], order[n_test:]
+    test_idx, rest_idx = _test_split(len(y), test_fraction)
     mean, std = x[rest_idx].mean(dim=0), x[rest_idx].std(dim=0).clamp_min(1e-6)
     return {"train": ((x[rest_idx] - mean) / std, y[rest_idx]), "test": ((x[test_idx] - mean) / std, y[test_idx]),
             "num_classes": num_classes, "val_size": 1000}

@@ -149,11 +149,9 @@ def tune_rivals(task: TaskConfig, data: ChildData, rivals: Sequence[Rival], tune
     """Each rival's grid point by the tuning rule (:func:`lrservice.kinds.tuned_winners`: lowest mean final
     validation loss over the tune seeds, a diverged child +inf, ties to the first point), and the best tuned
     rival's name (the lowest such mean)."""
-    runs = [(f"{r.name}#{j}", r.kind, point, int(s)) for r in rivals for j, point in enumerate(r.points)
-            for s in tune_seeds]
-    results = run_arms(task, data, runs)
-    rows = [{"arm": arm.partition("#")[0], "params": params, "final_val_loss": x.val_loss, "diverged": x.diverged}
-            for (arm, _, params, _), x in zip(runs, results)]
+    runs = [(r.name, r.kind, point, int(s)) for r in rivals for point in r.points for s in tune_seeds]
+    rows = [{"arm": arm, "params": params, "final_val_loss": x.val_loss, "diverged": x.diverged}
+            for (arm, _, params, _), x in zip(runs, run_arms(task, data, runs))]
     winners, points = tuned_winners(rows), grid_scores(rows)
     for r in rivals:
         varying = [k for k in r.points[0] if len({json.dumps(p.get(k)) for p in r.points}) > 1]
