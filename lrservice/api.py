@@ -58,9 +58,9 @@ class TrainControllerResult:
     """A controller training run: where it is, its exported controller and one log row per PPO iteration."""
 
     output_dir: Path
-    checkpoint: Path  # the newest checkpoint directory
+    checkpoint: Path  # the newest checkpoint directory (with controller.train_seeds: of the run picked from)
     export: Path  # controller.pt (the selection pick, or the newest): what from_checkpoint and a compare arm load
-    training_log: "pd.DataFrame"
+    training_log: "pd.DataFrame"  # with controller.train_seeds: the log of the run picked from
 
 
 @_result
@@ -179,13 +179,15 @@ def train_controller(config: ConfigLike, iterations: int | None = None, resume: 
     out = Path(os.path.expanduser(output_dir or config.controller.checkpoint_dir))
     with _one_torch_thread():
         from lrservice.control.checkpoint import latest_checkpoint
+        from lrservice.control.runs import chosen_run
         from lrservice.control.training import LOG_FILE
         from lrservice.control.training import train_controller as train
 
         export = Path(train(config, out, iterations=iterations, resume=resume, log=log))  # controller.pt: the pick
+        run = chosen_run(out) if config.controller.train_seeds else out  # several runs: the one picked from
     log(f"[lrservice] controller checkpoint: {export}")
-    return TrainControllerResult(out.resolve(), Path(latest_checkpoint(out)).resolve(), export.resolve(),
-                                 _table(out / LOG_FILE))
+    return TrainControllerResult(out.resolve(), Path(latest_checkpoint(run)).resolve(), export.resolve(),
+                                 _table(run / LOG_FILE))
 
 
 def controller_paths(controllers: ControllersLike, taken: Sequence[str] = ()) -> dict[str, str]:

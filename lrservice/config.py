@@ -256,6 +256,11 @@ class ControllerConfig:
     exported as ``controller.pt``, because PPO's policy moves between checkpoints by as much as the gap to
     tuned cosine. Empty: no selection, ``controller.pt`` is the last checkpoint. Must be apart from
     ``evaluate.tune_seeds``, ``evaluate.seeds`` and ``task.seed`` (checked at load)."""
+    train_seeds: tuple[int, ...] = ()
+    """Several PPO runs of this recipe, one per seed (each run's ``task.seed``: PPO's and the child seeds it
+    draws), each in ``OUTPUT/seed_<s>/`` with its own selection; ``controller.pt`` is the best pick across all
+    of them (:mod:`lrservice.control.runs`), because which run of a recipe turns out well is itself a draw.
+    Needs ``selection_seeds``. Empty: one run, with ``task.seed``."""
     # -- output -------------------------------------------------------------------------
     checkpoint_dir: str = "results/controller"
     """``train-controller``'s output directory when ``--output`` is not given (``~`` expanded)."""
@@ -320,6 +325,13 @@ class ControllerConfig:
         if seeds and (min(seeds) < 0 or len(set(seeds)) != len(seeds)):
             raise ConfigError(f"{path}.selection_seeds: {seeds} is not allowed; give distinct non-negative integers "
                               "(or [] for no checkpoint selection)")
+        runs = list(self.train_seeds)
+        if runs and (min(runs) < 0 or len(set(runs)) != len(runs)):
+            raise ConfigError(f"{path}.train_seeds: {runs} is not allowed; give distinct non-negative integers "
+                              "(or [] for one run with task.seed)")
+        if runs and not seeds:
+            raise ConfigError(f"{path}.train_seeds: {runs} needs {path}.selection_seeds: the pick across runs is "
+                              "made on them")
 
     @property
     def start_lrs(self) -> tuple[float, ...]:
@@ -629,7 +641,8 @@ class RunConfig:
         """Selection seeds pick a checkpoint: reporting or tuning on them, or training on one, would bias it."""
         chosen = set(self.controller.selection_seeds)
         roles = (("evaluate.tune_seeds", self.evaluate.tune_seeds), ("evaluate.seeds (held-out)", self.evaluate.seeds),
-                 ("task.seed (the training seed)", (self.task.seed,)))
+                 ("task.seed (the training seed)", (self.task.seed,)),
+                 ("controller.train_seeds (training seeds)", self.controller.train_seeds))
         for role, seeds in roles:
             shared = sorted(chosen & set(seeds))
             if shared:

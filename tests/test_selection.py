@@ -14,6 +14,7 @@ import yaml
 from lrservice.config import ConfigError, config_from_dict, stored_sections
 from lrservice.control.selection import (
     SELECTION_COLUMNS,
+    best_run,
     checkpoint_line,
     checkpoint_score,
     marked,
@@ -41,7 +42,7 @@ def _rows(deltas: dict[int, tuple[float, ...]], diverged: dict[int, int] | None 
                          "test_accuracy_mean": 0.98, "dacc_vs_cosine": 0.0, "dacc_vs_cosine_low": -0.001,
                          "dacc_vs_cosine_high": 0.001,
                          "diverged": (diverged or {}).get(iteration, 0) if lr == 1e-2 else 0,
-                         "selection_child_steps": 6000.0, "wall_s": 3.0})
+                         "selection_child_steps": 6000.0, "wall_s": 3.0, "train_seed": 0})
     return rows
 
 
@@ -106,6 +107,28 @@ def test_table_marks_the_pick_round_trips_atomically_and_the_line_names_the_numb
     assert line.startswith("[lrservice] selection iter 24 (768 episodes): score +8.33%")
     assert "from 1e-02 " in line and "(Δ -0.5000 [-0.5100, -0.4900]" in line and "best so far: iter 16" in line
     assert "18,000 child steps" in line
+
+
+def test_best_run_is_the_run_whose_pick_scores_lowest_ties_to_the_first_asked_for():
+    assert best_run({3: 0.01, 1: -0.02, 2: -0.01}) == 1
+    assert best_run({3: -0.02, 1: -0.02, 2: 0.5}) == 3  # a tie goes to the first run asked for, not the lowest seed
+    assert best_run({5: math.inf, 4: math.inf}) == 5
+    assert best_run({5: math.inf, 4: 0.3}) == 4
+    with pytest.raises(ValueError, match="no runs"):
+        best_run({})
+
+
+@pytest.mark.parametrize("controller, message", [
+    ({"train_seeds": [1, 2]}, "controller.train_seeds: [1, 2] needs controller.selection_seeds"),
+    ({"train_seeds": [1, 1], "selection_seeds": [2000]}, "controller.train_seeds: [1, 1] is not allowed"),
+    ({"train_seeds": [-1], "selection_seeds": [2000]}, "controller.train_seeds: [-1] is not allowed"),
+    ({"train_seeds": [1, 2000], "selection_seeds": [2000]},
+     "controller.selection_seeds: [2000] are also controller.train_seeds (training seeds)"),
+])
+def test_several_runs_need_distinct_seeds_apart_from_the_selection_seeds(controller, message):
+    with pytest.raises(ConfigError) as err:
+        config_from_dict({"controller": controller})
+    assert str(err.value).startswith(message) and "\n" not in str(err.value)
 
 
 @pytest.mark.parametrize("evaluate, task, message", [
@@ -243,5 +266,88 @@ def test_train_controller_scores_every_checkpoint_on_every_task_exports_the_pick
         err = capsys.readouterr().err.strip()
         assert "\n" not in err
         assert "controller.selection_seeds: [2000, 2005] differs from the selection recorded in" in err
+    finally:
+        ray.shutdown()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_several_training_seeds_train_one_run_each_and_export_the_best_pick_across_them(tmp_path, capsys, monkeypatch):
+    import ray
+
+    import lrservice
+    import lrservice.cli
+    from lrservice.cli import main
+    from lrservice.compare.cost import controller_cost
+    from lrservice.control.checkpoint import CHECKPOINTS, EXPORT_FILE, load_export, resolve_checkpoint
+    from lrservice.control.runs import run_dir
+
+    monkeypatch.setattr(lrservice.cli, "COMMANDS", ("train_controller",))
+    if ray.is_initialized():
+        ray.shutdown()
+    controller = {**CONTROLLER, "tasks": [], "iterations": 1, "train_seeds": [7, 3]}
+    cfg_file = tmp_path / "runs.yaml"
+    cfg_file.write_text(yaml.safe_dump({"task": TASK, "controller": controller, "evaluate": EVALUATE,
+                                        "resources": {"num_cpus": 2}}))
+    out = tmp_path / "out"
+    try:
+        assert main(["train-controller", "--config", str(cfg_file), "--output", str(out)]) == 0
+        printed = capsys.readouterr().out
+        assert printed.count("[lrservice] tuned cosine: ") == 1  # tuned once, handed to the second run
+        assert "controller run 1/2: training seed 7" in printed and "controller run 2/2: training seed 3" in printed
+        assert "[lrservice] selection across 2 runs: " in printed
+
+        # Each run is an ordinary output directory trained from its own seed.
+        runs = {seed: read_selection(run_dir(out, seed) / "selection.parquet") for seed in (7, 3)}
+        for seed, rows in runs.items():
+            assert (run_dir(out, seed) / CHECKPOINTS).is_dir() and {r["train_seed"] for r in rows} == {seed}
+            assert load_export(run_dir(out, seed) / EXPORT_FILE)["task"]["seed"] == seed
+        cosine = [json.loads((run_dir(out, s) / "selection.json").read_text())["cosine"] for s in (7, 3)]
+        assert cosine[0] == cosine[1]
+        # The runs differ (another PPO seed draws other children), or the pick across them would test nothing.
+        assert [r["val_loss_mean"] for r in runs[7]] != [r["val_loss_mean"] for r in runs[3]]
+
+        # The pick, by hand: the run whose checkpoint has the lowest mean relative Δ vs tuned cosine.
+        by_hand = {seed: sum(r["dval_vs_cosine"] / r["cosine_val_loss"] for r in rows) / len(rows)
+                   for seed, rows in runs.items()}
+        chosen = min((7, 3), key=lambda s: (by_hand[s], (7, 3).index(s)))
+        table = read_selection(out / "selection.parquet")
+        assert sorted((r["train_seed"], r["initial_lr"]) for r in table) == sorted(
+            (s, lr) for s in (7, 3) for lr in STARTS)
+        assert {r["train_seed"] for r in table if r["picked"]} == {chosen}
+
+        deployed = load_export(out / EXPORT_FILE)
+        for a, b in zip(_tensors(deployed), _tensors(load_export(run_dir(out, chosen) / EXPORT_FILE)), strict=True):
+            assert torch.equal(a, b)
+        picked = deployed["selection"]
+        assert picked["train_seed"] == chosen and picked["train_seeds"] == [7, 3]
+        assert picked["score"] == pytest.approx(by_hand[chosen], rel=1e-12)
+        # A pick across runs costs every run: both trainings, both scorings, cosine once.
+        steps = {s: load_export(run_dir(out, s) / EXPORT_FILE)["selection"] for s in (7, 3)}
+        assert picked["run_child_steps"] == sum(steps[s]["run_child_steps"] for s in (7, 3)) > 0
+        assert picked["child_steps"] == steps[7]["tuning_child_steps"] + sum(
+            steps[s]["scoring_child_steps"] for s in (7, 3))
+        assert resolve_checkpoint(out) == (out / EXPORT_FILE).resolve()  # a compare arm or evaluate takes the dir
+        cost = controller_cost(out, trained_here=True, action_every=CONTROLLER["action_every"])  # compare's auto arm
+        assert cost.steps == picked["run_child_steps"] + picked["child_steps"]
+        logs = [pq.read_table(run_dir(out, s) / "training_log.parquet").to_pylist() for s in (7, 3)]
+        assert cost.wall_s == pytest.approx(sum(rows[-1]["wall_s"] for rows in logs))
+        assert "1+1 PPO iterations" in cost.note
+
+        # Without --resume the runs are not trained over: one line.
+        assert main(["train-controller", "--config", str(cfg_file), "--output", str(out)]) == 2
+        err = capsys.readouterr().err.strip()
+        assert "\n" not in err and "already holds controller checkpoints" in err and "--resume" in err
+
+        # Resumed to 2 iterations: every run trains on, cosine is not tuned again; the result names the
+        # run picked from.
+        lines: list[str] = []
+        result = lrservice.train_controller(str(cfg_file), iterations=2, resume=True, output_dir=out,
+                                            log=lines.append)
+        assert not any(line.startswith("[lrservice] tuned cosine: ") for line in lines)
+        assert sum(line.startswith("[lrservice] selection iter 2 ") for line in lines) == 2
+        seed = load_export(out / EXPORT_FILE)["selection"]["train_seed"]
+        assert result.checkpoint.parent.parent == run_dir(out, seed).resolve()
+        assert list(result.training_log["iteration"]) == [1, 2]
     finally:
         ray.shutdown()

@@ -25,6 +25,7 @@ from typing import Mapping
 import pandas as pd
 
 from lrservice.control.checkpoint import output_dir_of, resolve_checkpoint, training_record
+from lrservice.control.runs import chosen_run
 from lrservice.control.training import read_log
 
 
@@ -53,11 +54,13 @@ def controller_cost(checkpoint: str | Path, trained_here: bool, action_every: in
     if not trained_here:
         return ExtraCost(0, 0.0, f"pretrained ({spent}), reused")
     child_steps += selection
-    log_path = output_dir_of(ckpt) / "training_log.parquet"
-    rows = read_log(log_path) if log_path.exists() else []
-    wall = float(rows[-1]["wall_s"]) if rows else math.nan
-    episodes = int(sum(r["episodes"] for r in rows if r["episodes"] == r["episodes"])) if rows else 0
-    iterations = rows[-1]["iteration"] if rows else meta.get("iteration")
+    out = output_dir_of(ckpt)
+    runs = sorted(out.glob("seed_*/training_log.parquet")) if chosen_run(out) else [out / "training_log.parquet"]
+    logs = [read_log(path) for path in runs if path.exists()]  # several runs of a recipe: every run's log
+    logs = [rows for rows in logs if rows]
+    wall = float(sum(rows[-1]["wall_s"] for rows in logs)) if logs else math.nan
+    episodes = int(sum(r["episodes"] for rows in logs for r in rows if r["episodes"] == r["episodes"]))
+    iterations = "+".join(str(rows[-1]["iteration"]) for rows in logs) if logs else meta.get("iteration")
     return ExtraCost(child_steps, wall, f"controller trained here: {iterations} PPO iterations, "
                                         f"{episodes} episodes, {spent}")
 

@@ -34,6 +34,7 @@ import torch
 
 from lrservice.config import ConfigError, ControllerConfig, RunConfig, TaskConfig, stored_sections
 from lrservice.control.actions import feature_names
+from lrservice.control.selection import SELECTION_RECORD
 from lrservice.files import write_atomic, write_text
 
 CHECKPOINTS = "checkpoints"
@@ -120,8 +121,8 @@ def resolve_checkpoint(path: str | os.PathLike) -> Path:
         return p
     if (p / META_FILE).is_file() and p.joinpath(*MODULE_PATH).is_dir():
         return p
-    if (p / EXPORT_FILE).is_file() and (p / CHECKPOINTS).is_dir():
-        return p / EXPORT_FILE
+    if (p / EXPORT_FILE).is_file() and ((p / CHECKPOINTS).is_dir() or (p / SELECTION_RECORD).is_file()):
+        return p / EXPORT_FILE  # a run's pick, or (selection.json, no checkpoints) the pick across several runs
     latest = latest_checkpoint(p) if p.is_dir() else None
     if latest is None:
         raise FileNotFoundError(f"{path}: no controller checkpoint there; give an exported controller file "

@@ -11,7 +11,9 @@ averaged over the rows with equal weight; lower is better. Relative, so that a t
 are ten times larger does not outvote the others (on one task it orders checkpoints exactly as the
 plain Δ does). A checkpoint with a diverged child or a non-finite loss scores +inf. The **pick**
 has the lowest score; equal scores go to the earlier iteration (as good, for less training). Test
-metrics ride along in the table, never in the score.
+metrics ride along in the table, never in the score. With several runs of one recipe
+(``controller.train_seeds``) each run picks its own checkpoint and :func:`best_run` picks among
+the runs' picks by the same score.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 SELECTION_FILE = "selection.parquet"
+SELECTION_RECORD = "selection.json"  # the tuned cosine (cached), the pick and its cost
 SCORE_KEY = "dval_vs_cosine"
 SELECTION_COLUMNS = {  # name -> Arrow type name; one row per (checkpoint, task, initial LR)
     "iteration": "int64", "checkpoint": "string", "episodes": "float64", "training_child_steps": "float64",
@@ -31,6 +34,7 @@ SELECTION_COLUMNS = {  # name -> Arrow type name; one row per (checkpoint, task,
     "test_loss_mean": "float64", "test_accuracy_mean": "float64", "dacc_vs_cosine": "float64",
     "dacc_vs_cosine_low": "float64", "dacc_vs_cosine_high": "float64", "diverged": "int64",
     "score": "float64", "picked": "bool_", "selection_child_steps": "float64", "wall_s": "float64",
+    "train_seed": "int64",
 }
 
 
@@ -79,6 +83,16 @@ def pick(rows: Sequence[Mapping[str, Any]]) -> int:
     if not by_iteration:
         raise ValueError("pick: no scored checkpoints")
     return min(by_iteration, key=lambda iteration: (by_iteration[iteration], iteration))
+
+
+def best_run(picks: Mapping[int, float]) -> int:
+    """Among several runs of one recipe (``{train seed: its pick's score}``, in the order they were
+    asked for), the one whose pick scores lowest; ties (and all +inf) go to the first. The scores
+    are comparable: every run is scored on the same selection seeds against the same tuned cosine."""
+    if not picks:
+        raise ValueError("best_run: no runs")
+    order = {seed: i for i, seed in enumerate(picks)}
+    return min(picks, key=lambda seed: (picks[seed], order[seed]))
 
 
 def marked(rows: Sequence[Mapping[str, Any]]) -> list[dict]:

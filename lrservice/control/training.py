@@ -44,6 +44,7 @@ from lrservice.control.checkpoint import (
 from lrservice.control.selection import (
     SELECTION_COLUMNS,
     SELECTION_FILE,
+    SELECTION_RECORD,
     checkpoint_line,
     marked,
     pick,
@@ -174,6 +175,8 @@ def train_controller(config: RunConfig, output_dir: str | os.PathLike, iteration
     ``controller.iterations``), checkpoints every ``controller.checkpoint_every`` and at the end.
     Each checkpoint is exported as ``last.pt``; with ``controller.selection_seeds`` it is then
     scored (:class:`CheckpointSelection`) and ``controller.pt`` is the pick, else ``last.pt``.
+    With ``controller.train_seeds``, one such run per seed and the pick across them
+    (:mod:`lrservice.control.runs`).
     """
     from lrservice.control.ppo import build_ppo_config
     from lrservice.runtime import connect, plan_placement
@@ -182,6 +185,10 @@ def train_controller(config: RunConfig, output_dir: str | os.PathLike, iteration
     if total < 1:
         raise ConfigError(f"iterations: {total!r} is not allowed; it must be an integer >= 1")
     out = Path(output_dir).expanduser().resolve()
+    if config.controller.train_seeds:  # several runs of the recipe, the pick across them
+        from lrservice.control.runs import train_runs
+
+        return train_runs(config, out, total, resume, log)
     start = latest_checkpoint(out)
     if start is not None and not resume:
         raise ConfigError(f"--output: {str(out)!r} already holds controller checkpoints ({start.name}); "
@@ -293,6 +300,7 @@ class CheckpointSelection:
         settings = selection_settings(config)
         if rows and record:
             _check_same_selection(settings, record.get("settings", {}), record_path)
+            record["settings"] = settings  # the same on every setting there is now (older records may list more)
         elif not record:  # rows without their record: how they were scored is unknown, so they are scored again
             rows = []
         if not config.controller.selection_seeds:
@@ -379,6 +387,7 @@ class CheckpointSelection:
                              "episodes": float(meta.get("episodes") or 0.0),
                              "training_child_steps": float(meta.get("child_steps") or 0.0),
                              "task": label, "cosine_val_loss": self.record["cosine"][label]["val_loss_mean"],
+                             "train_seed": int(self.config.task.seed),
                              "test_loss_mean": float(np.mean([r.test_loss for r in mine])),
                              "selection_child_steps": float(len(mine) * task.steps)})
         wall = time.perf_counter() - t0
@@ -387,6 +396,7 @@ class CheckpointSelection:
     # -- the pick ------------------------------------------------------------------------
     def _export(self) -> Path:
         """``controller.pt``: the pick exported with what selecting it cost; also recorded in ``selection.json``."""
+        self._cosine()  # cached unless a resume dropped an outdated record
         chosen = pick(self.rows)
         newest = max(self.rows, key=lambda r: r["iteration"])
         cosine = self.record["cosine"]
@@ -418,12 +428,11 @@ class CheckpointSelection:
         return path
 
 
-SELECTION_RECORD = "selection.json"
-
 
 def selection_settings(config: RunConfig) -> dict:
-    """What scores are comparable under: seeds, starts, cosine's tuning and the tasks (not where data lives)."""
-    where = ("data_dir", "download", "plugin_dirs")
+    """What scores are comparable under: seeds, starts, cosine's tuning and the tasks (not where data lives,
+    nor the training seed: runs of one recipe from several seeds are scored alike, :mod:`lrservice.control.runs`)."""
+    where = ("data_dir", "download", "plugin_dirs", "seed")
     sections = config.to_dict()
     task = {k: v for k, v in sections["task"].items() if k not in where}
     tasks = [{k: v for k, v in t.items() if k not in where} for t in sections["controller"].get("tasks") or ()]

@@ -1,0 +1,115 @@
+"""Several PPO runs of one recipe, one per training seed, and the pick across them (``controller.train_seeds``).
+
+Which run of a recipe turns out well is itself a draw (docs/controller.md, "Checkpoint selection"):
+on digits three training seeds of the default recipe gave picks that tie tuned cosine while the
+shipped run beats it. So ``train-controller`` can train the recipe from several seeds and keep the
+best pick, judged only on the selection seeds. Output directory layout (``output_dir``)::
+
+    seed_<s>/          one ordinary train-controller output directory per training seed (checkpoints,
+                       training_log.parquet, selection.parquet/json, last.pt, controller.pt: that run's pick)
+    controller.pt      the best of the runs' picks (:func:`lrservice.control.selection.best_run`), with a
+                       ``selection`` section that also names the training seed, every run's score and the
+                       cost of all runs (a pick costs every run it was picked from)
+    selection.parquet  every run's selection rows (``train_seed`` column); ``picked`` marks the one pick
+    selection.json     every run's pick and the pick across runs
+
+Runs train one after another in one Ray session; the first run's tuned cosine is handed to the
+others (it does not depend on the training seed), so it is tuned once. ``--resume`` resumes
+every run; a finished run is not trained again.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from lrservice.config import ConfigError, RunConfig
+from lrservice.control.checkpoint import EXPORT_FILE, latest_checkpoint, load_export
+from lrservice.control.selection import SELECTION_FILE, SELECTION_RECORD, best_run, read_selection, write_selection
+from lrservice.files import write_atomic, write_json
+
+Log = Callable[[str], None]
+
+
+def run_dir(out: Path, seed: int) -> Path:
+    """Where the run of training seed ``seed`` writes."""
+    return Path(out) / f"seed_{int(seed)}"
+
+
+def run_config(config: RunConfig, seed: int) -> RunConfig:
+    """The recipe as one run: ``task.seed`` is the training seed, no further runs."""
+    return dataclasses.replace(config, task=dataclasses.replace(config.task, seed=int(seed)),
+                               controller=dataclasses.replace(config.controller, train_seeds=()))
+
+
+def train_runs(config: RunConfig, out: Path, iterations: int | None, resume: bool, log: Log) -> Path:
+    """Train every run of ``controller.train_seeds`` into ``out/seed_<s>``, then export the best pick as
+    ``out/controller.pt``; returns that path. Refuses (one line) to train over runs without ``resume``."""
+    from lrservice.control.training import selection_settings, train_controller
+
+    seeds = [int(s) for s in config.controller.train_seeds]
+    if not resume:
+        for seed in seeds:
+            found = latest_checkpoint(run_dir(out, seed))
+            if found is not None:
+                raise ConfigError(f"--output: {str(out)!r} already holds controller checkpoints ({found}); pass "
+                                  "--resume to continue them, or choose another output directory")
+    out.mkdir(parents=True, exist_ok=True)
+    cosine = None
+    for i, seed in enumerate(seeds):
+        log(f"[lrservice] controller run {i + 1}/{len(seeds)}: training seed {seed} -> {run_dir(out, seed)}")
+        single = run_config(config, seed)
+        record_path = run_dir(out, seed) / SELECTION_RECORD
+        if cosine and not record_path.exists():  # tuned once: cosine does not depend on the training seed
+            write_json(record_path, {"settings": selection_settings(single), "cosine": cosine})
+        train_controller(single, run_dir(out, seed), iterations=iterations, resume=resume, log=log)
+        cosine = cosine or json.loads(record_path.read_text()).get("cosine")
+    return publish_runs(config, out, log)
+
+
+def publish_runs(config: RunConfig, out: Path, log: Log) -> Path:
+    """``out/controller.pt``, ``selection.parquet`` and ``selection.json`` from the runs' own selections."""
+    seeds = [int(s) for s in config.controller.train_seeds]
+    records = {seed: json.loads((run_dir(out, seed) / SELECTION_RECORD).read_text()) for seed in seeds}
+    picks = {seed: records[seed]["pick"] for seed in seeds}
+    chosen = best_run({seed: float(p["score"]) for seed, p in picks.items()})
+    rows = []
+    for seed in seeds:
+        for r in read_selection(run_dir(out, seed) / SELECTION_FILE):
+            rows.append({**r, "train_seed": seed,
+                         "picked": seed == chosen and r["iteration"] == picks[seed]["iteration"]})
+    write_selection(rows, out / SELECTION_FILE)
+
+    tuning = float(picks[seeds[0]]["tuning_child_steps"])  # tuned once, handed to the other runs
+    scoring = float(sum(p["scoring_child_steps"] for p in picks.values()))
+    training = float(sum(p["run_child_steps"] for p in picks.values()))
+    summary = {**picks[chosen], "train_seed": chosen, "train_seeds": seeds,
+               "runs": {str(seed): {"iteration": p["iteration"], "score": p["score"]} for seed, p in picks.items()},
+               "child_steps": tuning + scoring, "tuning_child_steps": tuning, "scoring_child_steps": scoring,
+               "run_child_steps": training, "run_episodes": float(sum(p["run_episodes"] for p in picks.values())),
+               "wall_s": float(sum(p["wall_s"] for p in picks.values()))}
+    write_json(out / SELECTION_RECORD, {"runs": {str(seed): p for seed, p in picks.items()}, "pick": summary})
+    payload = load_export(run_dir(out, chosen) / EXPORT_FILE)
+    payload["selection"] = summary
+    path = write_atomic(out / EXPORT_FILE, lambda tmp: torch.save(payload, tmp))
+    share = summary["child_steps"] / training if training else math.nan
+    scores = ", ".join(f"seed {seed} iter {p['iteration']} {float(p['score']):+.2%}" for seed, p in picks.items())
+    log(f"[lrservice] selection across {len(seeds)} runs: {scores}; pick: training seed {chosen}, iter "
+        f"{picks[chosen]['iteration']} -> {path}; all runs cost {training:,.0f} child steps, selection "
+        f"{summary['child_steps']:,.0f} ({share:.1%} of them)")
+    return path
+
+
+def chosen_run(out: str | os.PathLike) -> Path | None:
+    """The run directory the pick of a several-run output directory came from (None: not one)."""
+    record = Path(out) / SELECTION_RECORD
+    if not record.is_file():
+        return None
+    pick = json.loads(record.read_text()).get("pick") or {}
+    return run_dir(Path(out), pick["train_seed"]) if "train_seed" in pick else None
