@@ -118,6 +118,29 @@ def test_best_run_is_the_run_whose_pick_scores_lowest_ties_to_the_first_asked_fo
         best_run({})
 
 
+def test_a_record_written_with_the_training_seed_among_its_settings_is_resumed_with_its_cosine_and_rows(tmp_path):
+    """Selection settings no longer include task.seed (runs of one recipe share a selection); a record
+    written before keeps its scored rows and cached cosine, and another seed there is still refused."""
+    from lrservice.control.checkpoint import CHECKPOINTS, META_FILE
+    from lrservice.control.training import CheckpointSelection, selection_settings
+
+    config = config_from_dict({"task": TASK, "controller": {**CONTROLLER, "tasks": []}, "evaluate": EVALUATE})
+    (tmp_path / CHECKPOINTS / "iter_000001").mkdir(parents=True)
+    (tmp_path / CHECKPOINTS / "iter_000001" / META_FILE).write_text("{}")
+    rows = marked(_rows({1: (0.01, 0.02, 0.03)}, task="digits/mlp/adam/60"))
+    write_selection(rows, tmp_path / "selection.parquet")
+    cosine = {"digits/mlp/adam/60": {"lr": 0.01, "runs": [], "val_loss_mean": 1.0}}
+    old = {"settings": {**selection_settings(config), "task.seed": config.task.seed}, "cosine": cosine}
+    (tmp_path / "selection.json").write_text(json.dumps(old))
+    opened = CheckpointSelection.open(config, tmp_path, done=1, log=lambda line: None)
+    assert opened.rows == rows and opened.record["cosine"] == cosine
+    assert opened.record["settings"] == selection_settings(config) and "task.seed" not in opened.record["settings"]
+    other = config_from_dict({"task": TASK, "controller": {**CONTROLLER, "tasks": [], "selection_seeds": [2000, 2009]},
+                              "evaluate": EVALUATE})
+    with pytest.raises(ConfigError, match=r"^controller\.selection_seeds: \[2000, 2009\] differs from the selection"):
+        CheckpointSelection.open(other, tmp_path, done=1, log=lambda line: None)
+
+
 @pytest.mark.parametrize("controller, message", [
     ({"train_seeds": [1, 2]}, "controller.train_seeds: [1, 2] needs controller.selection_seeds"),
     ({"train_seeds": [1, 1], "selection_seeds": [2000]}, "controller.train_seeds: [1, 1] is not allowed"),

@@ -428,14 +428,13 @@ class CheckpointSelection:
         return path
 
 
-
 def selection_settings(config: RunConfig) -> dict:
     """What scores are comparable under: seeds, starts, cosine's tuning and the tasks (not where data lives,
     nor the training seed: runs of one recipe from several seeds are scored alike, :mod:`lrservice.control.runs`)."""
-    where = ("data_dir", "download", "plugin_dirs", "seed")
+    ignored = ("data_dir", "download", "plugin_dirs", "seed")
     sections = config.to_dict()
-    task = {k: v for k, v in sections["task"].items() if k not in where}
-    tasks = [{k: v for k, v in t.items() if k not in where} for t in sections["controller"].get("tasks") or ()]
+    task = {k: v for k, v in sections["task"].items() if k not in ignored}
+    tasks = [{k: v for k, v in t.items() if k not in ignored} for t in sections["controller"].get("tasks") or ()]
     ev = config.evaluate
     return {"controller.selection_seeds": list(config.controller.selection_seeds),
             "controller.initial_lrs": list(config.controller.start_lrs),
