@@ -25,7 +25,7 @@ from typing import Mapping
 import pandas as pd
 
 from lrservice.control.checkpoint import output_dir_of, resolve_checkpoint, training_record
-from lrservice.control.runs import chosen_run
+from lrservice.control.runs import run_dirs
 from lrservice.control.training import read_log
 
 
@@ -55,8 +55,8 @@ def controller_cost(checkpoint: str | Path, trained_here: bool, action_every: in
         return ExtraCost(0, 0.0, f"pretrained ({spent}), reused")
     child_steps += selection
     out = output_dir_of(ckpt)
-    runs = sorted(out.glob("seed_*/training_log.parquet")) if chosen_run(out) else [out / "training_log.parquet"]
-    logs = [read_log(path) for path in runs if path.exists()]  # several runs of a recipe: every run's log
+    runs = run_dirs(out) or [out]  # several runs of a recipe: every run's log
+    logs = [read_log(run / "training_log.parquet") for run in runs]
     logs = [rows for rows in logs if rows]
     wall = float(sum(rows[-1]["wall_s"] for rows in logs)) if logs else math.nan
     episodes = int(sum(r["episodes"] for rows in logs for r in rows if r["episodes"] == r["episodes"]))

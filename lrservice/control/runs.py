@@ -29,8 +29,8 @@ from typing import Callable
 
 import torch
 
-from lrservice.config import ConfigError, RunConfig
-from lrservice.control.checkpoint import EXPORT_FILE, latest_checkpoint, load_export
+from lrservice.config import RunConfig
+from lrservice.control.checkpoint import EXPORT_FILE, load_export
 from lrservice.control.selection import SELECTION_FILE, SELECTION_RECORD, best_run, read_selection, write_selection
 from lrservice.files import write_atomic, write_json
 
@@ -51,15 +51,11 @@ def run_config(config: RunConfig, seed: int) -> RunConfig:
 def train_runs(config: RunConfig, out: Path, iterations: int | None, resume: bool, log: Log) -> Path:
     """Train every run of ``controller.train_seeds`` into ``out/seed_<s>``, then export the best pick as
     ``out/controller.pt``; returns that path. Refuses (one line) to train over runs without ``resume``."""
-    from lrservice.control.training import selection_settings, train_controller
+    from lrservice.control.training import newest_to_resume, selection_settings, train_controller
 
     seeds = [int(s) for s in config.controller.train_seeds]
-    if not resume:
-        for seed in seeds:
-            found = latest_checkpoint(run_dir(out, seed))
-            if found is not None:
-                raise ConfigError(f"--output: {str(out)!r} already holds controller checkpoints ({found}); pass "
-                                  "--resume to continue them, or choose another output directory")
+    for seed in seeds:  # every run is checked before the first one trains
+        newest_to_resume(run_dir(out, seed), resume)
     out.mkdir(parents=True, exist_ok=True)
     cosine = None
     for i, seed in enumerate(seeds):
@@ -106,10 +102,19 @@ def publish_runs(config: RunConfig, out: Path, log: Log) -> Path:
     return path
 
 
+def _pick_across_runs(out: str | os.PathLike) -> dict:
+    """The pick recorded by :func:`publish_runs` in ``out`` (empty: ``out`` is not a several-run directory)."""
+    record = Path(out) / SELECTION_RECORD
+    pick = (json.loads(record.read_text()).get("pick") or {}) if record.is_file() else {}
+    return pick if "train_seed" in pick else {}
+
+
 def chosen_run(out: str | os.PathLike) -> Path | None:
     """The run directory the pick of a several-run output directory came from (None: not one)."""
-    record = Path(out) / SELECTION_RECORD
-    if not record.is_file():
-        return None
-    pick = json.loads(record.read_text()).get("pick") or {}
-    return run_dir(Path(out), pick["train_seed"]) if "train_seed" in pick else None
+    pick = _pick_across_runs(out)
+    return run_dir(Path(out), pick["train_seed"]) if pick else None
+
+
+def run_dirs(out: str | os.PathLike) -> list[Path]:
+    """Every run directory of a several-run output directory, in the order trained ([]: not one)."""
+    return [run_dir(Path(out), seed) for seed in _pick_across_runs(out).get("train_seeds", ())]

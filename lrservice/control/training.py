@@ -189,10 +189,7 @@ def train_controller(config: RunConfig, output_dir: str | os.PathLike, iteration
         from lrservice.control.runs import train_runs
 
         return train_runs(config, out, total, resume, log)
-    start = latest_checkpoint(out)
-    if start is not None and not resume:
-        raise ConfigError(f"--output: {str(out)!r} already holds controller checkpoints ({start.name}); "
-                          "pass --resume to continue them, or choose another output directory")
+    start = newest_to_resume(out, resume)
     log_path = out / LOG_FILE
     if start is not None:
         meta = read_metadata(start)
@@ -252,6 +249,16 @@ def train_controller(config: RunConfig, output_dir: str | os.PathLike, iteration
         return deployed
     finally:
         algo.stop()
+
+
+def newest_to_resume(out: Path, resume: bool) -> Path | None:
+    """The newest checkpoint in ``out`` (None: none); without ``resume`` one there is refused in one line,
+    so a run never trains over another."""
+    start = latest_checkpoint(out)
+    if start is not None and not resume:
+        raise ConfigError(f"--output: {str(out)!r} already holds controller checkpoints ({start.name}); "
+                          "pass --resume to continue them, or choose another output directory")
+    return start
 
 
 def _publish(out: Path, newest: Path, selection: "CheckpointSelection | None", log: Log) -> Path:
@@ -396,7 +403,6 @@ class CheckpointSelection:
     # -- the pick ------------------------------------------------------------------------
     def _export(self) -> Path:
         """``controller.pt``: the pick exported with what selecting it cost; also recorded in ``selection.json``."""
-        self._cosine()  # cached unless a resume dropped an outdated record
         chosen = pick(self.rows)
         newest = max(self.rows, key=lambda r: r["iteration"])
         cosine = self.record["cosine"]
