@@ -239,6 +239,9 @@ class ControllerConfig:
     entropy_coeff: float = 0.0
     """>= 0: PPO's entropy bonus, rewarding a spread-out policy so it keeps exploring (the default configs:
     0.01)."""
+    entropy_coeff_final: float | None = None
+    """If set, in [0, ``entropy_coeff``]: the entropy bonus anneals linearly from ``entropy_coeff`` to it over the
+    run's env steps, as ``ppo_lr_final`` does PPO's LR: explore early, commit late."""
     clip_param: float = 0.3
     """> 0: PPO's clipping range, its trust region: how far one update may move the policy's probabilities."""
     num_env_runners: int = 1
@@ -296,6 +299,9 @@ class ControllerConfig:
         if self.ppo_lr_final is not None and not 0 <= self.ppo_lr_final <= self.ppo_lr:
             raise ConfigError(f"{path}.ppo_lr_final: {self.ppo_lr_final!r} is not allowed; it must be in [0, ppo_lr] "
                               f"= [0, {self.ppo_lr}] (PPO's LR decays linearly to it)")
+        if self.entropy_coeff_final is not None and not 0 <= self.entropy_coeff_final <= self.entropy_coeff:
+            raise ConfigError(f"{path}.entropy_coeff_final: {self.entropy_coeff_final!r} is not allowed; it must be in "
+                              f"[0, entropy_coeff] = [0, {self.entropy_coeff}] (the entropy bonus anneals to it)")
         if not 0 < self.gamma <= 1:
             raise ConfigError(f"{path}.gamma: {self.gamma!r} is not allowed; it must be in (0, 1]")
         if not 0 <= self.gae_lambda <= 1:

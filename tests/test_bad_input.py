@@ -144,6 +144,8 @@ CASES = [
      yaml.safe_dump({"task": {"steps": 50}}), "/nonexistent/c.pt: no controller checkpoint there"),
     ("train-controller-ppo-lr-final", "train-controller", "c.yaml", _with("controller.ppo_lr_final", 0.1),
      "controller.ppo_lr_final: 0.1 is not allowed"),
+    ("train-controller-entropy-coeff-final", "train-controller", "c.yaml", _with("controller.entropy_coeff_final", 0.1),
+     "controller.entropy_coeff_final: 0.1 is not allowed"),
     ("train-controller-clip-param", "train-controller", "c.yaml", _with("controller.clip_param", 0),
      "controller.clip_param: 0.0 is not allowed"),
     ("train-controller-hidden", "train-controller", "c.yaml", _with("controller.hidden", []), "controller.hidden"),

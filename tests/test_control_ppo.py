@@ -48,8 +48,11 @@ def test_ppo_config_models_batches_and_fault_tolerance():
     assert list(model["fcnet_hiddens"]) == [32, 32] and model["vf_share_layers"] is False
     assert (cfg.train_batch_size_per_learner, cfg.minibatch_size, cfg.num_epochs) == (100, 50, 2)
     assert (cfg.lr, cfg.gamma, cfg.clip_param) == (1e-3, 0.9, 0.1)
-    decaying = build_ppo_config(run_config(ppo_lr=1e-3, ppo_lr_final=1e-4), Placement(note="test"), iterations=4)
+    assert cfg.entropy_coeff == 0.0
+    decaying = build_ppo_config(run_config(ppo_lr=1e-3, ppo_lr_final=1e-4, entropy_coeff=0.02, entropy_coeff_final=0.0),
+                                Placement(note="test"), iterations=4)
     assert decaying.lr == [[0, 1e-3], [4 * 100, 1e-4]]  # over the run's 4 iterations x train batch 100
+    assert decaying.entropy_coeff == [[0, 0.02], [4 * 100, 0.0]]
     assert cfg.num_env_runners == 1 and cfg.rollout_fragment_length == 100
     assert cfg.num_learners == 0
     assert cfg.restart_failed_env_runners is True
@@ -102,7 +105,8 @@ def test_iterations_must_be_positive(tmp_path):
 @pytest.mark.timeout(300)
 def test_cli_trains_checkpoints_logs_and_resumes(tmp_path, capsys, monkeypatch):
     """`lrservice train-controller` end to end on real Ray: 2 iterations, then --resume to 3;
-    PPO's own LR decays linearly to ``ppo_lr_final`` over the run's total iterations."""
+    PPO's own LR decays linearly to ``ppo_lr_final`` over the run's total iterations, its entropy bonus
+    to ``entropy_coeff_final``."""
     import ray
 
     import lrservice.cli
@@ -112,11 +116,14 @@ def test_cli_trains_checkpoints_logs_and_resumes(tmp_path, capsys, monkeypatch):
     if ray.is_initialized():
         ray.shutdown()
     cfg_file = tmp_path / "ctrl.yaml"
-    controller = {**CONTROLLER, "ppo_lr": 1e-3, "ppo_lr_final": 0.0}
+    controller = {**CONTROLLER, "ppo_lr": 1e-3, "ppo_lr_final": 0.0,
+                  "entropy_coeff": 0.02, "entropy_coeff_final": 0.005}
     cfg_file.write_text(yaml.safe_dump({"task": TASK, "controller": controller, "resources": {"num_cpus": 2}}))
 
-    def decayed(lifetime: float, iterations: int) -> float:  # linear from ppo_lr at 0 to 0 at the run's end
-        return 1e-3 * max(0.0, 1.0 - lifetime / (iterations * CONTROLLER["train_batch_size"]))
+    def decayed(lifetime: float, iterations: int, start: float = 1e-3, final: float = 0.0) -> float:
+        """Linear from ``start`` at 0 to ``final`` at the run's end, then held (an independent reference)."""
+        done = min(1.0, lifetime / (iterations * CONTROLLER["train_batch_size"]))
+        return start + (final - start) * done
 
     out = tmp_path / "out"
     try:
@@ -142,7 +149,9 @@ def test_cli_trains_checkpoints_logs_and_resumes(tmp_path, capsys, monkeypatch):
             # An episode is 10 actions, each rewarded -val_loss (finite, > 0): the return lies in [-10 * max, 0).
             assert -10 * 10 <= r["episode_return_mean"] < 0
             assert r["ppo_lr"] == pytest.approx(decayed(r["env_steps_lifetime"], 2), abs=1e-9)
+            assert r["entropy_coeff"] == pytest.approx(decayed(r["env_steps_lifetime"], 2, 0.02, 0.005), abs=1e-9)
         assert log[0]["ppo_lr"] > 0 and log[1]["ppo_lr"] == 0.0
+        assert 0.005 < log[0]["entropy_coeff"] < 0.02 and log[1]["entropy_coeff"] == pytest.approx(0.005)
         assert np.isclose(log[1]["env_steps_lifetime"], log[0]["env_steps"] + log[1]["env_steps"])
         assert log[0]["checkpoint"].endswith("iter_000001") and log[1]["checkpoint"].endswith("iter_000002")
 
@@ -165,6 +174,7 @@ def test_cli_trains_checkpoints_logs_and_resumes(tmp_path, capsys, monkeypatch):
         # --iterations 3 stretches the decay over the new total.
         for r in redone[1:]:
             assert r["ppo_lr"] == pytest.approx(decayed(r["env_steps_lifetime"], 3), abs=1e-9)
+            assert r["entropy_coeff"] == pytest.approx(decayed(r["env_steps_lifetime"], 3, 0.02, 0.005), abs=1e-9)
         assert latest_checkpoint(out).name == "iter_000003"
     finally:
         ray.shutdown()

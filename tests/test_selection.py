@@ -13,6 +13,7 @@ import yaml
 
 from lrservice.config import ConfigError, config_from_dict, stored_sections
 from lrservice.control.selection import (
+    REUSED_FROM,
     SELECTION_COLUMNS,
     best_run,
     checkpoint_line,
@@ -326,7 +327,10 @@ def test_several_training_seeds_train_one_run_each_and_export_the_best_pick_acro
             assert (run_dir(out, seed) / CHECKPOINTS).is_dir() and {r["train_seed"] for r in rows} == {seed}
             assert load_export(run_dir(out, seed) / EXPORT_FILE)["task"]["seed"] == seed
         cosine = [json.loads((run_dir(out, s) / "selection.json").read_text())["cosine"] for s in (7, 3)]
-        assert cosine[0] == cosine[1]
+        assert all(REUSED_FROM not in tuned for tuned in cosine[0].values())  # the first run tuned it
+        assert {label: {k: v for k, v in tuned.items() if k != REUSED_FROM} for label, tuned in cosine[1].items()} \
+            == cosine[0] and {tuned[REUSED_FROM] for tuned in cosine[1].values()} == {7}
+        assert "cosine 0, reused from the run of training seed 7 + scoring" in printed
         # The runs differ (another PPO seed draws other children), or the pick across them would test nothing.
         assert [r["val_loss_mean"] for r in runs[7]] != [r["val_loss_mean"] for r in runs[3]]
 
@@ -350,6 +354,9 @@ def test_several_training_seeds_train_one_run_each_and_export_the_best_pick_acro
         assert picked["run_child_steps"] == sum(steps[s]["run_child_steps"] for s in (7, 3)) > 0
         assert picked["child_steps"] == steps[7]["tuning_child_steps"] + sum(
             steps[s]["scoring_child_steps"] for s in (7, 3))
+        # Each run's own export counts what that run paid: the second was handed cosine, tuned nothing.
+        assert steps[7]["tuning_child_steps"] > 0 and steps[3]["tuning_child_steps"] == 0
+        assert steps[3]["child_steps"] == steps[3]["scoring_child_steps"]
         assert resolve_checkpoint(out) == (out / EXPORT_FILE).resolve()  # a compare arm or evaluate takes the dir
         cost = controller_cost(out, trained_here=True, action_every=CONTROLLER["action_every"])  # compare's auto arm
         assert cost.steps == picked["run_child_steps"] + picked["child_steps"]

@@ -46,15 +46,26 @@ def uses_vector_env(run_config: RunConfig) -> bool:
     return run_config.controller.num_envs_per_env_runner > 1
 
 
-def ppo_lr_schedule(c: ControllerConfig, iterations: int | None = None) -> float | list[list[float]]:
-    """PPO's optimizer LR: ``ppo_lr``, or with ``ppo_lr_final`` a linear decay to it over the run's
-    env steps (``iterations`` (default ``c.iterations``) x ``train_batch_size``; RLlib
-    interpolates by env steps sampled and holds the last value), so the last checkpoints settle
-    instead of jittering (docs/controller.md)."""
-    if c.ppo_lr_final is None:
-        return c.ppo_lr
+def linear_decay(start: float, final: float | None, c: ControllerConfig,
+                 iterations: int | None = None) -> float | list[list[float]]:
+    """``start``, or with ``final`` RLlib's piecewise schedule from ``start`` to ``final`` over the run's env
+    steps (``iterations`` (default ``c.iterations``) x ``train_batch_size``; RLlib interpolates by env steps
+    sampled and holds the last value). A longer ``--iterations`` on ``--resume`` stretches it."""
+    if final is None:
+        return start
     total = c.iterations if iterations is None else iterations
-    return [[0, c.ppo_lr], [total * c.train_batch_size, c.ppo_lr_final]]
+    return [[0, start], [total * c.train_batch_size, final]]
+
+
+def ppo_lr_schedule(c: ControllerConfig, iterations: int | None = None) -> float | list[list[float]]:
+    """PPO's optimizer LR: ``ppo_lr`` decaying to ``ppo_lr_final`` if set, so the last checkpoints
+    settle instead of jittering (docs/controller.md)."""
+    return linear_decay(c.ppo_lr, c.ppo_lr_final, c, iterations)
+
+
+def entropy_schedule(c: ControllerConfig, iterations: int | None = None) -> float | list[list[float]]:
+    """PPO's entropy bonus: ``entropy_coeff`` annealing to ``entropy_coeff_final`` if set."""
+    return linear_decay(c.entropy_coeff, c.entropy_coeff_final, c, iterations)
 
 
 def build_ppo_config(run_config: RunConfig, placement: Placement, iterations: int | None = None) -> PPOConfig:
@@ -97,7 +108,7 @@ def build_ppo_config(run_config: RunConfig, placement: Placement, iterations: in
             lr=ppo_lr_schedule(c, iterations),
             gamma=c.gamma,
             lambda_=c.gae_lambda,
-            entropy_coeff=c.entropy_coeff,
+            entropy_coeff=entropy_schedule(c, iterations),
             clip_param=c.clip_param,
         )
         .rl_module(model_config=DefaultModelConfig(fcnet_hiddens=list(c.hidden), fcnet_activation="tanh",

@@ -31,7 +31,14 @@ import torch
 
 from lrservice.config import RunConfig
 from lrservice.control.checkpoint import EXPORT_FILE, load_export
-from lrservice.control.selection import SELECTION_FILE, SELECTION_RECORD, best_run, read_selection, write_selection
+from lrservice.control.selection import (
+    REUSED_FROM,
+    SELECTION_FILE,
+    SELECTION_RECORD,
+    best_run,
+    read_selection,
+    write_selection,
+)
 from lrservice.files import write_atomic, write_json
 
 Log = Callable[[str], None]
@@ -63,9 +70,11 @@ def train_runs(config: RunConfig, out: Path, iterations: int | None, resume: boo
         single = run_config(config, seed)
         record_path = run_dir(out, seed) / SELECTION_RECORD
         if cosine and not record_path.exists():  # tuned once: cosine does not depend on the training seed
-            write_json(record_path, {"settings": selection_settings(single), "cosine": cosine})
+            handed = {label: {**tuned, REUSED_FROM: seeds[0]} for label, tuned in cosine.items()}
+            write_json(record_path, {"settings": selection_settings(single), "cosine": handed})
         train_controller(single, run_dir(out, seed), iterations=iterations, resume=resume, log=log)
-        cosine = cosine or json.loads(record_path.read_text()).get("cosine")
+        cosine = cosine or {label: {k: v for k, v in tuned.items() if k != REUSED_FROM}
+                            for label, tuned in json.loads(record_path.read_text())["cosine"].items()}
     return publish_runs(config, out, log)
 
 
@@ -82,7 +91,7 @@ def publish_runs(config: RunConfig, out: Path, log: Log) -> Path:
                          "picked": seed == chosen and r["iteration"] == picks[seed]["iteration"]})
     write_selection(rows, out / SELECTION_FILE)
 
-    tuning = float(picks[seeds[0]]["tuning_child_steps"])  # tuned once, handed to the other runs
+    tuning = float(sum(p["tuning_child_steps"] for p in picks.values()))  # tuned once: the runs handed it pay 0
     scoring = float(sum(p["scoring_child_steps"] for p in picks.values()))
     training = float(sum(p["run_child_steps"] for p in picks.values()))
     summary = {**picks[chosen], "train_seed": chosen, "train_seeds": seeds,

@@ -25,6 +25,7 @@ from typing import Any, Mapping, Sequence
 
 SELECTION_FILE = "selection.parquet"
 SELECTION_RECORD = "selection.json"  # the tuned cosine (cached), the pick and its cost
+REUSED_FROM = "reused_from"  # in a cached cosine: the training seed whose run tuned it (this run paid nothing)
 SCORE_KEY = "dval_vs_cosine"
 SELECTION_COLUMNS = {  # name -> Arrow type name; one row per (checkpoint, task, initial LR)
     "iteration": "int64", "checkpoint": "string", "episodes": "float64", "training_child_steps": "float64",

@@ -42,6 +42,7 @@ from lrservice.control.checkpoint import (
     save_checkpoint,
 )
 from lrservice.control.selection import (
+    REUSED_FROM,
     SELECTION_COLUMNS,
     SELECTION_FILE,
     SELECTION_RECORD,
@@ -60,7 +61,7 @@ LOG_COLUMNS = (
     "iteration", "episode_return_mean", "episode_len_mean", "final_val_loss", "final_val_accuracy",
     "diverged_frac", "lr_start", "lr_min", "lr_median", "lr_max", "lr_end", "episodes",
     "episodes_lifetime", "episodes_per_s", "env_steps", "env_steps_lifetime", "env_steps_per_s",
-    "child_steps_lifetime", "child_steps_per_s", "ppo_lr", "iteration_s", "wall_s", "checkpoint",
+    "child_steps_lifetime", "child_steps_per_s", "ppo_lr", "entropy_coeff", "iteration_s", "wall_s", "checkpoint",
 )
 
 
@@ -104,6 +105,7 @@ def _metric(results: Mapping[str, Any], key: str) -> float:
 def iteration_row(result: Mapping[str, Any], iteration: int, steps_before: float, seconds: float,
                   wall: float, child_steps_per_env: int = 1) -> dict:
     """One log row from an ``algo.train()`` result."""
+    from ray.rllib.algorithms.ppo.ppo import LEARNER_RESULTS_CURR_ENTROPY_COEFF_KEY
     from ray.rllib.core import DEFAULT_MODULE_ID
     from ray.rllib.core.learner.learner import DEFAULT_OPTIMIZER, LR_KEY
 
@@ -114,6 +116,7 @@ def iteration_row(result: Mapping[str, Any], iteration: int, steps_before: float
     if math.isnan(lifetime):
         lifetime = _metric(result, "num_env_steps_sampled_lifetime")
     steps = lifetime - steps_before
+    learner = result.get("learners", {}).get(DEFAULT_MODULE_ID, {})
     row = {
         "iteration": iteration,
         "episode_return_mean": _metric(runners, "episode_return_mean"),
@@ -130,7 +133,8 @@ def iteration_row(result: Mapping[str, Any], iteration: int, steps_before: float
         "env_steps_per_s": steps / seconds if seconds > 0 else math.nan,
         "child_steps_lifetime": lifetime * child_steps_per_env,
         "child_steps_per_s": steps * child_steps_per_env / seconds if seconds > 0 else math.nan,
-        "ppo_lr": _metric(result.get("learners", {}).get(DEFAULT_MODULE_ID, {}), f"{DEFAULT_OPTIMIZER}_{LR_KEY}"),
+        "ppo_lr": _metric(learner, f"{DEFAULT_OPTIMIZER}_{LR_KEY}"),
+        "entropy_coeff": _metric(learner, LEARNER_RESULTS_CURR_ENTROPY_COEFF_KEY),  # for the next update
         "iteration_s": seconds,
         "wall_s": wall,
         "checkpoint": "",
@@ -145,7 +149,7 @@ def progress_line(row: Mapping[str, Any], total: int) -> str:
             f"lr {row['lr_start']:.2e}->{row['lr_end']:.2e} (min {row['lr_min']:.2e} median {row['lr_median']:.2e} "
             f"max {row['lr_max']:.2e})  episodes {row['episodes_lifetime']:.0f} ({row['episodes_per_s']:.2f}/s)  "
             f"{row['env_steps_per_s']:.1f} env steps/s  {row['child_steps_per_s']:.0f} child steps/s  "
-            f"ppo lr {row['ppo_lr']:.1e}  "
+            f"ppo lr {row['ppo_lr']:.1e}  entropy {row['entropy_coeff']:.1e}  "
             f"{row['iteration_s']:.1f} s/iter  wall {row['wall_s']:.0f} s")
 
 
@@ -406,7 +410,8 @@ class CheckpointSelection:
         chosen = pick(self.rows)
         newest = max(self.rows, key=lambda r: r["iteration"])
         cosine = self.record["cosine"]
-        tuning = float(sum(cosine[label]["child_steps"] for label in self.tasks))
+        paid = [label for label in self.tasks if REUSED_FROM not in cosine[label]]  # a handed-over cosine cost 0 here
+        tuning = float(sum(cosine[label]["child_steps"] for label in paid))
         scoring = float(sum(r["selection_child_steps"] for r in self.rows))
         first = next(r for r in self.rows if r["iteration"] == chosen)
         summary = {
@@ -418,18 +423,20 @@ class CheckpointSelection:
             "child_steps": tuning + scoring, "tuning_child_steps": tuning,
             "scoring_child_steps": scoring, "run_child_steps": newest["training_child_steps"],
             "run_episodes": newest["episodes"],
-            "wall_s": sum(cosine[label]["wall_s"] for label in self.tasks)
+            "wall_s": sum(cosine[label]["wall_s"] for label in paid)
             + sum({r["iteration"]: r["wall_s"] for r in self.rows}.values())}
         self.record["pick"] = summary
         write_json(self.out / SELECTION_RECORD, self.record)
         path = export_controller(self.out / CHECKPOINTS / first["checkpoint"], self.out / EXPORT_FILE,
                                  selection=summary)
         share = summary["child_steps"] / summary["run_child_steps"] if summary["run_child_steps"] else math.nan
+        handed = sorted({cosine[label][REUSED_FROM] for label in self.tasks if label not in paid})
+        reused = f", reused from the run of training seed {', '.join(map(str, handed))}" if handed else ""
         on = f"{len(self.tasks)} tasks x " if len(self.tasks) > 1 else ""
         self.log(f"[lrservice] selection: pick iter {chosen} (score {summary['score']:+.2%}: mean Δ final val loss vs "
                  f"tuned cosine, relative to cosine's, on {on}{len(self.seeds)} selection seeds x {len(self.starts)} "
                  f"initial LRs) -> {path}; newest iter {newest['iteration']} -> {self.out / LAST_FILE}; selection cost "
-                 f"{summary['child_steps']:,.0f} child steps (cosine {tuning:,.0f} + scoring "
+                 f"{summary['child_steps']:,.0f} child steps (cosine {tuning:,.0f}{reused} + scoring "
                  f"{scoring:,.0f}) = {share:.1%} of training's {summary['run_child_steps']:,.0f}")
         return path
 
