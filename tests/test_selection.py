@@ -141,6 +141,21 @@ def test_a_record_written_with_the_training_seed_among_its_settings_is_resumed_w
     with pytest.raises(ConfigError, match=r"^controller\.selection_seeds: \[2000, 2009\] differs from the selection"):
         CheckpointSelection.open(other, tmp_path, done=1, log=lambda line: None)
 
+    # A suite's record listed each task with its seed (pretrained:general's run): resumed the same way.
+    suite = [{"dataset": "digits", "model": "mlp", "steps": 60}, {"dataset": "digits", "model": "mlp", "steps": 40}]
+    config = config_from_dict({"task": TASK, "controller": {**CONTROLLER, "tasks": suite}, "evaluate": EVALUATE})
+    settings = selection_settings(config)
+    assert all("seed" not in t for t in settings["controller.tasks"])
+    old = {"settings": {**settings, "task.seed": 0,
+                        "controller.tasks": [{**t, "seed": 0} for t in settings["controller.tasks"]]}, "cosine": cosine}
+    (tmp_path / "selection.json").write_text(json.dumps(old))
+    opened = CheckpointSelection.open(config, tmp_path, done=1, log=lambda line: None)
+    assert opened.rows == rows and opened.record["cosine"] == cosine and opened.record["settings"] == settings
+    longer = config_from_dict({"task": TASK, "evaluate": EVALUATE, "controller": {
+        **CONTROLLER, "tasks": [suite[0], {**suite[1], "steps": 50}]}})
+    with pytest.raises(ConfigError, match=r"^controller\.tasks: .* differs from the selection"):
+        CheckpointSelection.open(longer, tmp_path, done=1, log=lambda line: None)
+
 
 @pytest.mark.parametrize("controller, message", [
     ({"train_seeds": [1, 2]}, "controller.train_seeds: [1, 2] needs controller.selection_seeds"),

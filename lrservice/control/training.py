@@ -444,10 +444,9 @@ class CheckpointSelection:
 def selection_settings(config: RunConfig) -> dict:
     """What scores are comparable under: seeds, starts, cosine's tuning and the tasks (not where data lives,
     nor the training seed: runs of one recipe from several seeds are scored alike, :mod:`lrservice.control.runs`)."""
-    ignored = ("data_dir", "download", "plugin_dirs", "seed")
     sections = config.to_dict()
-    task = {k: v for k, v in sections["task"].items() if k not in ignored}
-    tasks = [{k: v for k, v in t.items() if k not in ignored} for t in sections["controller"].get("tasks") or ()]
+    task = _scored_task(sections["task"])
+    tasks = [_scored_task(t) for t in sections["controller"].get("tasks") or ()]
     ev = config.evaluate
     return {"controller.selection_seeds": list(config.controller.selection_seeds),
             "controller.initial_lrs": list(config.controller.start_lrs),
@@ -455,8 +454,17 @@ def selection_settings(config: RunConfig) -> dict:
             **{f"task.{k}": v for k, v in task.items()}, "controller.tasks": tasks}
 
 
+def _scored_task(task: Mapping[str, Any]) -> dict:
+    """A task section as selection scores under: without where data lives or the training seed."""
+    return {k: v for k, v in task.items() if k not in ("data_dir", "download", "plugin_dirs", "seed")}
+
+
 def _check_same_selection(settings: Mapping[str, Any], recorded: Mapping[str, Any], where: Path) -> None:
-    """Scored checkpoints are kept on resume: new ones must be scored the same way to be compared."""
+    """Scored checkpoints are kept on resume: new ones must be scored the same way to be compared. A record
+    written when the settings still named the training seed (``task.seed``, a ``seed`` in each of
+    ``controller.tasks``) is compared without it."""
+    if isinstance(recorded.get("controller.tasks"), list):
+        recorded = {**recorded, "controller.tasks": [_scored_task(t) for t in recorded["controller.tasks"]]}
     for name, value in settings.items():
         if recorded.get(name) != value:
             raise ConfigError(f"{name}: {value!r} differs from the selection recorded in {where} "
