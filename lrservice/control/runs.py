@@ -91,7 +91,7 @@ def publish_runs(config: RunConfig, out: Path, log: Log) -> Path:
                          "picked": seed == chosen and r["iteration"] == picks[seed]["iteration"]})
     write_selection(rows, out / SELECTION_FILE)
 
-    tuning = float(sum(p["tuning_child_steps"] for p in picks.values()))  # tuned once: the runs handed it pay 0
+    tuning = float(picks[seeds[0]]["tuning_child_steps"])  # tuned once, by the first run, handed to the others
     scoring = float(sum(p["scoring_child_steps"] for p in picks.values()))
     training = float(sum(p["run_child_steps"] for p in picks.values()))
     summary = {**picks[chosen], "train_seed": chosen, "train_seeds": seeds,
