@@ -74,7 +74,7 @@ def train_runs(config: RunConfig, out: Path, iterations: int | None, resume: boo
             write_json(record_path, {"settings": selection_settings(single), "cosine": handed})
         train_controller(single, run_dir(out, seed), iterations=iterations, resume=resume, log=log)
         cosine = cosine or {label: {k: v for k, v in tuned.items() if k != REUSED_FROM}
-                            for label, tuned in json.loads(record_path.read_text())["cosine"].items()}
+                            for label, tuned in (json.loads(record_path.read_text()).get("cosine") or {}).items()}
     return publish_runs(config, out, log)
 
 
