@@ -73,8 +73,7 @@ def train_runs(config: RunConfig, out: Path, iterations: int | None, resume: boo
             handed = {label: {**tuned, REUSED_FROM: seeds[0]} for label, tuned in cosine.items()}
             write_json(record_path, {"settings": selection_settings(single), "cosine": handed})
         train_controller(single, run_dir(out, seed), iterations=iterations, resume=resume, log=log)
-        cosine = cosine or {label: {k: v for k, v in tuned.items() if k != REUSED_FROM}
-                            for label, tuned in (json.loads(record_path.read_text()).get("cosine") or {}).items()}
+        cosine = cosine or json.loads(record_path.read_text()).get("cosine")  # handing it on sets REUSED_FROM
     return publish_runs(config, out, log)
 
 
