@@ -35,7 +35,8 @@ ACTION_SPACES = ("discrete", "continuous", "levels")
 REWARDS = ("dense", "final", "log_improvement")
 REWARD_BASELINES = ("none", "twin")
 ENVELOPES = ("none", "cosine", "linear")  # lrservice.control.actions.envelope gives their shapes
-FEATURE_SETS = ("paper", "extended", "invariant")  # the keys of lrservice.child.features.FEATURE_SETS (a test checks)
+# the keys of lrservice.child.features.FEATURE_SETS (a test checks)
+FEATURE_SETS = ("paper", "extended", "invariant", "anchored")
 ARM_KINDS = kinds()  # the built-in arm kinds (lrservice.kinds); a user's is "package.module:Class"
 DEFAULT_DATA_DIR = "~/.cache/lrservice/data"
 
@@ -156,8 +157,10 @@ class ControllerConfig:
     features: str = "paper"
     """The observation, one of :data:`FEATURE_SETS`: ``paper`` (the 7 of 1909.09712), ``extended`` (+ progress,
     log10 LR, log train/val loss) or ``invariant`` (progress, log10 LR, log val/train loss, log prediction change
-    over prediction spread: nothing whose scale depends on the task, so it can transfer). Under an envelope the
-    log10 level is appended."""
+    over prediction spread: nothing whose scale depends on the task, so it can transfer) or ``anchored``
+    (``invariant`` + log of the validation loss over its value at the run's first observation: how far this run
+    has come, which tells tasks apart without a task-dependent scale). Under an envelope the log10 level is
+    appended."""
     action_space: str = "discrete"
     """One of :data:`ACTION_SPACES`: ``discrete`` (action i multiplies the LR by ``factors[i]``; with no
     ``factors``, the paper's up/down/keep by ``factor``), ``continuous`` (a log-factor a in [-1, 1]: the LR is

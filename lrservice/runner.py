@@ -100,9 +100,7 @@ class ScheduledChildren:
             key = str(run.params.get("checkpoint"))
             if key not in protos:
                 protos[key] = kind.controller(run.params)
-            ctrl = copy.deepcopy(protos[key])
-            getattr(ctrl, "reset", lambda: None)()
-            self.controllers.append(ctrl)
+            self.controllers.append(copy.deepcopy(protos[key]))
         self._every = sorted({int(c.action_every) for c in self.controllers if c is not None})
         self.schedulers: list[Any] = [None] * self.k
         self.reset()
@@ -127,6 +125,8 @@ class ScheduledChildren:
                     self.schedulers[i] = kind.scheduler(self.pool.children[i].optimizer, run.params)
             else:
                 self.pool.reset_child(i, lr, int(run.seed))
+            if self.controllers[i] is not None:  # a new run: no level or first validation loss kept
+                self.controllers[i].reset()
         self.stopped = np.zeros(self.k, dtype=bool)  # diverged, or finished the run
         self.final_step = np.full(self.k, -1, dtype=np.int64)  # the row step at which a child stopped
         self.elapsed = 0.0  # training seconds of the pool; each child's share is elapsed / K
@@ -315,10 +315,10 @@ class ScheduledChildren:
 
     # -- checkpoints -----------------------------------------------------------------------
     def state_dict(self) -> dict:
-        """Every child's state (pool, schedulers, controllers' levels) and the runner's own bookkeeping."""
+        """Every child's state (pool, schedulers, controllers' run state) and the runner's own bookkeeping."""
         return {"pool": self.pool.state_dict(), "lrs": self.pool.lrs,
                 "schedulers": [None if s is None else s.state_dict() for s in self.schedulers],
-                "levels": [getattr(c, "level", None) for c in self.controllers],
+                "controllers": [None if c is None else c.run_state() for c in self.controllers],
                 "stopped": self.stopped.copy(), "final_step": self.final_step.copy(), "elapsed": self.elapsed,
                 "last_lr": self.last_lr.copy(), "loss_sum": self._loss_sum.copy(),
                 "loss_count": self._loss_count.copy(), "history": [vars(h) for h in self.history],
@@ -332,9 +332,9 @@ class ScheduledChildren:
         for s, saved in zip(self.schedulers, state["schedulers"]):
             if s is not None and saved is not None:
                 s.load_state_dict(saved)
-        for c, level in zip(self.controllers, state["levels"]):
-            if c is not None and level is not None:
-                c.level = level
+        for c, saved in zip(self.controllers, state["controllers"]):
+            if c is not None and saved is not None:
+                c.load_run_state(saved)
         self.stopped = np.asarray(state["stopped"], dtype=bool).copy()
         self.final_step = np.asarray(state["final_step"], dtype=np.int64).copy()
         self.elapsed = float(state["elapsed"])

@@ -47,3 +47,33 @@ def process_tree(root: int) -> list[int]:
         out.append(pid)
         todo.extend(children.get(pid, []))
     return out
+
+
+ANCHORED = {"features": "anchored", "factors": [0.5, 2.0], "action_every": 10, "lr_min": 1e-5, "lr_max": 0.1}
+HALF = -0.6931471805599453  # log(1/2)
+
+
+def anchored_controller(path: Path):
+    """An exported ``anchored``-features controller that doubles the LR until the validation loss is half
+    its first observation's, and halves it from then on.
+
+    One linear layer over (progress, log10 LR, log val/train, log change ratio, log val/first val) with an
+    identity normaliser: logits ``(-20 (a - log 1/2), 20 (a - log 1/2))`` for the factors (0.5, 2.0),
+    ``a`` the last column, so the decision rests on the anchor alone.
+    """
+    import torch
+
+    from lrservice.control.checkpoint import EXPORT_FORMAT, EXPORT_VERSION
+    from lrservice.control.controller import LearnedController
+
+    weight = torch.zeros(2, 5)
+    weight[0, 4], weight[1, 4] = -20.0, 20.0
+    payload = {"format": EXPORT_FORMAT, "version": EXPORT_VERSION,
+               "task": {"dataset": "digits", "model": "mlp"}, "controller": ANCHORED, "features": [],
+               "normaliser": {"mean": torch.zeros(5, dtype=torch.float64), "std": torch.ones(5, dtype=torch.float64),
+                              "clip": 10.0, "eps": 0.0, "count": 0},
+               "policy": {"activation": "tanh",
+                          "layers": [{"weight": weight, "bias": torch.tensor([20.0 * HALF, -20.0 * HALF])}]},
+               "training": {"iteration": 0, "env_steps": 0.0, "child_steps": 0.0, "episodes": 0.0}}
+    torch.save(payload, path)
+    return LearnedController.from_checkpoint(path)

@@ -124,7 +124,8 @@ def test_diverged_child_ends_cleanly():
 
 
 class _ScaleUp:
-    """A stand-in with LearnedController's acting API: multiply the LR by 1.05 at every action.
+    """A stand-in with LearnedController's acting API (the interface ``ArmKind.controller`` names): multiply
+    the LR by 1.05 at every action.
 
     Every child gets its own copy of a trial's controller; the calls go to one shared list."""
 
@@ -134,6 +135,15 @@ class _ScaleUp:
     def next_lr(self, features, lr, progress=None):
         self.calls.append((features.copy(), lr, progress))
         return lr * 1.05
+
+    def reset(self):  # nothing kept between decisions
+        pass
+
+    def run_state(self):
+        return {}
+
+    def load_run_state(self, state):
+        pass
 
 
 def test_controller_arm_acts_every_action_every_steps(tiny_task):

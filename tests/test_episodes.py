@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from lrservice.child.features import EXTENDED_NAMES, FEATURE_NAMES, INVARIANT_NAMES, feature_set
+from lrservice.child.features import ANCHORED_NAMES, EXTENDED_NAMES, FEATURE_NAMES, INVARIANT_NAMES, feature_set
 from lrservice.child.trainer import ChildTrainer, load_task_data
 from lrservice.config import ConfigError, ControllerConfig, TaskConfig, config_from_dict
 from lrservice.control.actions import envelope, lr_in_force, step_reward
@@ -60,6 +60,47 @@ def test_invariant_features_by_hand_and_free_of_task_scale():
     zero = paper.copy()
     zero[[0, 2, 3]] = 0.0  # a zero loss or variance stays finite
     assert np.isfinite(feature_set(zero, 0.0, "invariant")).all()
+
+
+def test_anchored_features_are_the_invariant_ones_and_the_loss_over_the_first():
+    paper = np.array([0.5, 0.25, 3.0, 1.0, 0.01, 0.02, 1e-3], dtype=np.float32)
+    row = feature_set(paper, 0.3, "anchored", first_val_loss=2.0)
+    assert row.shape == (len(ANCHORED_NAMES),) == (5,)
+    np.testing.assert_allclose(row[:4], feature_set(paper, 0.3, "invariant"), rtol=1e-7)
+    assert row[4] == pytest.approx(math.log(0.25 / 2.0), rel=1e-6)
+    # another task's loss scale (x40, its first loss too) gives the same row: the anchor is scale-free
+    other = paper * np.array([40, 40, 49, 49, -3, 9, 1], dtype=np.float32)
+    np.testing.assert_allclose(feature_set(other, 0.3, "anchored", first_val_loss=80.0), row, rtol=1e-5)
+    rows = feature_set(np.stack([paper, paper]), 0.3, "anchored", level=1e-2, first_val_loss=np.array([0.25, 0.5]))
+    np.testing.assert_allclose(rows[:, 4], [0.0, math.log(0.5)], atol=1e-6)
+    np.testing.assert_allclose(rows[:, 5], [-2.0, -2.0], atol=1e-6)  # the level still comes last
+    with pytest.raises(ValueError, match="first validation loss"):
+        feature_set(paper, 0.3, "anchored")
+
+
+def test_episodes_anchor_on_their_own_first_observation(data):
+    """Each episode's anchor is its untrained child's validation loss; an autoreset episode re-anchors."""
+    c = ControllerConfig(features="anchored", factors=FACTORS, action_every=20)
+    batch = EpisodeBatch(TASK, c, 2, data_for=lambda _t: data, seed=0)
+    plain = EpisodeBatch(TASK, dataclasses.replace(c, features="invariant"), 2, data_for=lambda _t: data, seed=0)
+    starts = [{"initial_lr": 3e-3, "child_seed": 1}, {"initial_lr": 1e-4, "child_seed": 2}]
+    obs, info = batch.reset(starts)
+    reference, _ = plain.reset(starts)
+    np.testing.assert_array_equal(obs[:, 4], [0.0, 0.0])
+    first = []
+    for i, start in enumerate(starts):  # an independent reference: a child from the same seed, untrained
+        trainer = ChildTrainer(TASK, data=data)
+        trainer.reset(start["initial_lr"], start["child_seed"])
+        first.append(float(trainer.observe()[0][1]))
+    actions = [KEEP, KEEP]
+    for _ in range(3):  # 55 steps: blocks of 20, 20, 15
+        obs, _, done, info = batch.step(actions)
+        reference, *_ = plain.step(actions)
+        np.testing.assert_allclose(obs[:, :4], reference, rtol=1e-6)
+        np.testing.assert_allclose(obs[:, 4], np.log(info["val_loss"] / np.array(first)), rtol=1e-5, atol=1e-6)
+    assert done.all() and obs[0, 4] < -1.0 and obs[1, 4] < 0.0  # both below their first loss, 3e-3 far below
+    obs, *_ = batch.step(actions)  # autoreset: new episodes, new children, each its own anchor
+    np.testing.assert_array_equal(obs[:, 4], [0.0, 0.0])
 
 
 @pytest.mark.parametrize("name,progress,expected", [

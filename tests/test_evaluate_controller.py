@@ -5,7 +5,8 @@ test needs no PPO run: what is checked is the protocol — tuning picks the grid
 lowest mean validation loss, the controller's runs equal a plain ChildTrainer loop driven by
 ``LearnedController.next_lr``, and the paired differences in the summary equal the per-seed
 differences recomputed from runs.parquet. Deployment under an envelope too: the scheduler and
-a Tune controller arm keep the controller's level across a save and restore.
+a Tune controller arm keep the controller's level across a save and restore; with ``anchored``
+features they keep the run's first validation loss the same way.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import pandas as pd
 import pytest
 import torch
 import yaml
-from helpers import record_child
+from helpers import HALF, anchored_controller, record_child
 
 from lrservice.child.trainer import ChildTrainer, load_task_data
 from lrservice.cli import main
@@ -52,10 +53,16 @@ def _export(path, seed=0, controller=CONTROLLER):
     return path
 
 
-@pytest.mark.parametrize("envelope", ["none", "cosine"])
-def test_controller_runs_equal_a_plain_child_trainer_loop(tmp_path, envelope):
-    ctrl = LearnedController.from_checkpoint(_export(tmp_path / "c.pt", controller={**CONTROLLER,
-                                                                                    "envelope": envelope}))
+@pytest.mark.parametrize("variant", ["none", "cosine", "anchored"])
+def test_controller_runs_equal_a_plain_child_trainer_loop(tmp_path, variant):
+    """``none``/``cosine``: the envelope of a random export; ``anchored``: the hand-made anchored controller,
+    whose LRs are also derived by hand from the loop's observations (x2 while the validation loss is above
+    half the first, /2 after)."""
+    if variant == "anchored":
+        ctrl = anchored_controller(tmp_path / "a.pt")
+    else:
+        ctrl = LearnedController.from_checkpoint(_export(tmp_path / "c.pt", controller={**CONTROLLER,
+                                                                                        "envelope": variant}))
     task = config_from_dict({"task": TASK}).task
     data = load_task_data(task)
     runs = run_controller(ctrl, task, data, [(0.01, 1), (0.001, 2)])
@@ -63,15 +70,20 @@ def test_controller_runs_equal_a_plain_child_trainer_loop(tmp_path, envelope):
         ctrl.reset()
         trainer = ChildTrainer(task, data=data)
         trainer.reset(run.initial_lr, run.seed)
-        lrs = []
+        lrs, by_hand, first = [], [], None
         while trainer.step < task.steps:
             feats, _ = trainer.observe()
+            first = feats[1] if first is None else first
+            by_hand.append((by_hand[-1] if by_hand else trainer.lr) * (0.5 if math.log(feats[1] / first) < HALF else 2))
             trainer.lr = ctrl.next_lr(feats, trainer.lr, progress=trainer.step / task.steps)
             lrs.append(trainer.lr)
             trainer.train_steps(ctrl.action_every)
         assert run.lrs == pytest.approx(lrs, rel=1e-9)
+        if variant == "anchored":
+            assert lrs == pytest.approx(by_hand, rel=1e-12)
+            assert set(np.round(np.diff(np.log2([run.initial_lr, *lrs])))) == {1.0, -1.0}  # the anchor was crossed
         assert run.lr_every == ctrl.action_every and len(run.lrs) * run.lr_every == task.steps  # where each LR sits
-        if envelope == "cosine":  # the last block (steps 30..40) runs at the level times (1 + cos(0.75 pi)) / 2
+        if variant == "cosine":  # the last block (steps 30..40) runs at the level times (1 + cos(0.75 pi)) / 2
             assert lrs[-1] == pytest.approx(ctrl.level * (1 + math.cos(0.75 * math.pi)) / 2, rel=1e-9)
         assert run.val_loss == pytest.approx(trainer.evaluate("val").loss, rel=1e-3)
         assert run.test_accuracy == pytest.approx(trainer.evaluate("test").accuracy, abs=1 / 359 + 1e-9)
@@ -110,13 +122,55 @@ def test_scheduler_under_an_envelope_keeps_its_level_across_a_state_dict_round_t
     assert forgetful.get_last_lr() != pytest.approx(whole.get_last_lr(), rel=1e-6)
 
 
-def test_controller_arm_under_an_envelope_resumes_from_a_checkpoint_identically(tmp_path):
-    """A Tune trial's controller arm (compare) saves the level with its checkpoint: resumed at
-    step 20, it reports the same rows as the uninterrupted run."""
+def test_scheduler_keeps_the_first_validation_loss_across_a_state_dict_round_trip(tmp_path):
+    """An ``anchored`` controller as a torch LRScheduler: the run's first validation loss is in the state
+    dict, so a run resumed at step 25 decides at step 30 against step 0's loss, not step 30's.
+
+    The observed validation loss is 2.3 exp(-s / 10) after s steps, so the anchor column is -s / 10: the
+    hand-made controller doubles at step 0 and halves at 10, 20 and 30 (below log 1/2)."""
+    ctrl = anchored_controller(tmp_path / "a.pt")
+    done = [0]
+
+    def observe():
+        return np.array([0.5, 2.3 * math.exp(-done[0] / 10), 1.0, 0.1, 0.0, 0.01, 1e-3], dtype=np.float32)
+
+    def run(steps, state=None):
+        done[0] = 0 if state is None else state["last_epoch"]
+        optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1e-3)
+        scheduler = ControllerScheduler(optimizer, ctrl, observe, total_steps=40)
+        if state is not None:
+            scheduler.load_state_dict(state)
+        lrs = []
+        while scheduler.last_epoch < steps:
+            lrs.append(optimizer.param_groups[0]["lr"])
+            optimizer.step()
+            done[0] += 1
+            scheduler.step()
+        return scheduler, lrs
+
+    whole, lrs = run(40)
+    assert lrs == pytest.approx([2e-3] * 10 + [1e-3] * 10 + [5e-4] * 10 + [2.5e-4] * 10, rel=1e-12)
+    state = run(25)[0].state_dict()
+    assert state["first_val_loss"] == pytest.approx(2.3, rel=1e-6)
+    resumed, tail = run(40, state)
+    assert tail == pytest.approx(lrs[25:], rel=1e-12)
+    _, forgetful = run(40, {**state, "first_val_loss": None})  # anchored on step 30's loss instead: x2
+    assert forgetful[5:] == pytest.approx([1e-3] * 10, rel=1e-12)
+
+
+@pytest.mark.parametrize("variant", ["cosine", "anchored"])
+def test_controller_arm_resumes_from_a_checkpoint_identically(tmp_path, variant):
+    """A Tune trial's controller arm (compare) saves the controller's run state with its checkpoint (the
+    level under an envelope, the first validation loss with ``anchored`` features): resumed at step 20,
+    it reports the same rows as the uninterrupted run. The hand-made anchored controller halves at steps
+    20 and 30 only while it anchors on step 0's loss (anchored on the restore step's, it would double)."""
     from lrservice.compare.arms import trial_spec
     from lrservice.config import ArmConfig, RunConfig
 
-    path = str(_export(tmp_path / "c.pt", controller={**CONTROLLER, "envelope": "cosine"}))
+    if variant == "anchored":
+        path = str(anchored_controller(tmp_path / "a.pt").checkpoint)
+    else:
+        path = str(_export(tmp_path / "c.pt", controller={**CONTROLLER, "envelope": "cosine"}))
     config = RunConfig(task=dataclasses.replace(config_from_dict({"task": TASK}).task, eval_every=10))
     config = dataclasses.replace(config, compare=dataclasses.replace(config.compare, checkpoint_every=20))
     spec = trial_spec(config, "run-test", "eval", ArmConfig("ctrl", "controller"),
@@ -128,6 +182,8 @@ def test_controller_arm_under_an_envelope_resumes_from_a_checkpoint_identically(
     assert [r["step"] for r in resumed] == [30, 40]
     for a, b in zip(rows[2:], resumed):
         assert (a["lr"], a["val_loss"]) == (b["lr"], b["val_loss"]), a["step"]
+    if variant == "anchored":
+        assert [r["lr"] for r in rows] == pytest.approx([0.02, 0.01, 0.005, 0.0025], rel=1e-12)
 
 
 def test_cli_writes_tuned_paired_evidence(tmp_path, capsys):

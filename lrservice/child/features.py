@@ -12,6 +12,14 @@ done (annealing is a decision about time left) and the LR and both losses on a l
 generalisation gap log(val/train loss) and how far the predictions moved since the last
 observation relative to their spread. No loss level, logit scale or weight statistic, whose
 values differ between tasks (a controller that keys on them does not transfer).
+
+``anchored`` is ``invariant`` plus one column that tells tasks apart without a task-dependent
+scale: log(validation loss / the validation loss at the run's first observation). The first
+observation is of the untrained child (a classifier's is near chance level on any task), so
+the column says how far this run has come — MNIST-1D's MLPs end near log(0.5), digits' near
+log(0.03) — for any loss. It needs state (the first value), which the callers keep per run:
+:class:`lrservice.control.episodes.EpisodeBatch` per env, :class:`LearnedController` and
+:class:`ControllerScheduler` since their last reset.
 """
 
 from __future__ import annotations
@@ -46,7 +54,12 @@ INVARIANT_NAMES = (
     "log_val_over_train_loss",   # log(val_loss / train_loss)
     "log_pred_change_ratio",     # log(pred_change_var / pred_var)
 )
-FEATURE_SETS = {"paper": FEATURE_NAMES, "extended": EXTENDED_NAMES, "invariant": INVARIANT_NAMES}
+ANCHORED_NAMES = INVARIANT_NAMES + (
+    "log_val_loss_over_first",   # log(val_loss / val_loss at the run's first observation)
+)
+FEATURE_SETS = {"paper": FEATURE_NAMES, "extended": EXTENDED_NAMES, "invariant": INVARIANT_NAMES,
+                "anchored": ANCHORED_NAMES}
+ANCHORED = ("anchored",)  # the sets that need the run's first validation loss
 LEVEL_NAME = "log10_level"  # appended to any set under an envelope: the level the controller moves
 LOSS_FLOOR = 1e-8  # log of a loss that reached 0 stays finite
 VAR_FLOOR = 1e-12  # log of a variance that is 0 stays finite
@@ -81,10 +94,17 @@ def observation_features(train_loss: float, val_loss: float, logits: torch.Tenso
     }), dtype=np.float32)
 
 
+def first_val_loss(paper: np.ndarray) -> float:
+    """The validation loss of one row of paper features: what a run's first observation anchors (``anchored``)."""
+    return float(np.asarray(paper).reshape(NUM_FEATURES)[COLUMN["val_loss"]])
+
+
 def feature_set(paper: np.ndarray, progress: np.ndarray | float, name: str,
-                level: np.ndarray | float | None = None) -> np.ndarray:
+                level: np.ndarray | float | None = None,
+                first_val_loss: np.ndarray | float | None = None) -> np.ndarray:
     """Rows of paper features ``(..., NUM_FEATURES)`` as the named set: ``paper`` as is, ``extended`` with 4 more
-    columns, ``invariant`` 4 columns computed from them.
+    columns, ``invariant`` 4 columns computed from them, ``anchored`` those and the validation loss
+    relative to ``first_val_loss`` (the run's first observation's; required for that set).
 
     ``level`` (a controller steering an envelope) appends :data:`LEVEL_NAME`, log10 of it: the
     LR in force alone does not say where the level is once the envelope has decayed.
@@ -96,8 +116,15 @@ def feature_set(paper: np.ndarray, progress: np.ndarray | float, name: str,
         rows = paper
     elif name == "extended":
         rows = _extended(paper, progress)
-    else:
+    elif name == "invariant":
         rows = _invariant(paper, progress)
+    else:
+        if first_val_loss is None:
+            raise ValueError(f"features {name!r}: the run's first validation loss is needed (first_val_loss)")
+        first = np.broadcast_to(np.asarray(first_val_loss, dtype=np.float64), paper.shape[:-1])
+        relative = (np.log(np.maximum(paper[..., COLUMN["val_loss"]], LOSS_FLOOR))
+                    - np.log(np.maximum(first, LOSS_FLOOR)))
+        rows = np.concatenate([_invariant(paper, progress), relative[..., None]], axis=-1)
     if level is not None:
         column = np.broadcast_to(np.log10(np.maximum(np.asarray(level, dtype=np.float64), 1e-30)), paper.shape[:-1])
         rows = np.concatenate([rows, column[..., None]], axis=-1)

@@ -5,7 +5,8 @@ features are normalised with the statistics frozen at export, the actor network 
 deterministic action (argmax for discrete, the mean for continuous) and the action moves
 the LR exactly as in training (:func:`lrservice.control.actions.next_lr`, without noise).
 A controller trained with an envelope moves a level and returns ``level * envelope(progress)``;
-it keeps the level between calls (``reset()`` forgets it, for the next run).
+it keeps the level between calls (``reset()`` forgets it, for the next run), as it keeps the
+run's first validation loss for ``anchored`` features.
 
 Driving a ChildTrainer decides where training episodes do, at steps 0, N, 2N, ... below the
 run's length (N = ``ctrl.action_every``), before each block::
@@ -31,7 +32,7 @@ import numpy as np
 import torch
 from torch.optim.lr_scheduler import LRScheduler
 
-from lrservice.child.features import COLUMN, NUM_FEATURES, feature_set
+from lrservice.child.features import COLUMN, NUM_FEATURES, feature_set, first_val_loss
 from lrservice.child.observer import ChildObserver  # re-exported: users import it from here with the scheduler
 from lrservice.control.actions import finite_features, lr_in_force, next_lr, observed_level
 from lrservice.control.checkpoint import export_payload, export_sections, load_export, resolve_checkpoint
@@ -71,6 +72,7 @@ class LearnedController:
         self.clip, self.eps = norm["clip"], float(norm["eps"])
         self.history: list[tuple[float, float]] = []  # (lr in, lr out) per decision since reset()
         self.level: float | None = None  # the level next_lr set last since reset() (used under an envelope)
+        self.first_val_loss: float | None = None  # the validation loss next_lr saw first since reset()
         self._rng = np.random.default_rng(0)  # next_lr's noise draw; unused with lr_noise_std = 0
 
     @classmethod
@@ -92,7 +94,15 @@ class LearnedController:
     def reset(self) -> None:
         """Start a new child run: forget the decision history (the policy itself is feed-forward)."""
         self.history.clear()
-        self.level = None
+        self.level = self.first_val_loss = None
+
+    def run_state(self) -> dict:
+        """What :meth:`next_lr` keeps between decisions of one run: the level and the first validation loss."""
+        return {"level": self.level, "first_val_loss": self.first_val_loss}
+
+    def load_run_state(self, state: Mapping[str, Any]) -> None:
+        """Continue a run from :meth:`run_state` (a Tune trial restored from its checkpoint)."""
+        self.level, self.first_val_loss = state["level"], state["first_val_loss"]
 
     def normalise(self, rows: np.ndarray) -> np.ndarray:
         """Frozen MeanStdFilter: ``clip((x - mean) / (std + eps), -clip, clip)``."""
@@ -124,26 +134,30 @@ class LearnedController:
         """Whether decisions need the fraction of training done (time-aware features or an envelope)."""
         return self.features != "paper" or self.config.envelope != "none"
 
-    def observation(self, paper_features: np.ndarray, progress: float | None, level: float | None = None) -> np.ndarray:
-        """This controller's feature row from the 7 paper features, the fraction of training done and the level."""
+    def observation(self, paper_features: np.ndarray, progress: float | None, level: float | None = None,
+                    first_val_loss: float | None = None) -> np.ndarray:
+        """This controller's feature row from the 7 paper features, the fraction of training done, the level and
+        the run's first validation loss (``anchored`` features; on a run's first observation, its own)."""
         if self.needs_progress and progress is None:
             raise ValueError(f"this controller uses {self.features!r} features and envelope "
                              f"{self.config.envelope!r}: pass progress (child steps done / total steps)")
         paper = np.asarray(paper_features).reshape(NUM_FEATURES)
         level = observed_level(self.config, level if level is not None else paper[COLUMN["lr"]])
-        return feature_set(paper.astype(np.float32), progress or 0.0, self.features, level)
+        first = paper[COLUMN["val_loss"]] if first_val_loss is None else first_val_loss
+        return feature_set(paper.astype(np.float32), progress or 0.0, self.features, level, first)
 
     def decide(self, features: np.ndarray, lr: float, progress: float | None = None,
-               level: float | None = None) -> tuple[float, float]:
+               level: float | None = None, first_val_loss: float | None = None) -> tuple[float, float]:
         """One decision from the LR in force ``lr``: ``(new level, LR for the next action_every steps)``.
 
         The action moves the level (clipped to ``[lr_min, lr_max]``): ``level`` if given and the
         controller steers an envelope, else ``lr`` itself (without an envelope, or on a run's
         first decision, when the envelope is still 1). The LR returned is the new level under
-        the envelope at ``progress``.
+        the envelope at ``progress``. ``first_val_loss`` is the run's first observation's (None on
+        the first decision: these features' own); callers keep it, as they keep the level.
         """
         level = float(lr) if level is None or self.config.envelope == "none" else float(level)
-        action = self.actions(self.observation(features, progress, level)[None])[0]
+        action = self.actions(self.observation(features, progress, level, first_val_loss)[None])[0]
         new_level = next_lr(level, action, self.config, self._rng)
         new = lr_in_force(new_level, progress or 0.0, self.config)
         self.history.append((float(lr), new))
@@ -152,7 +166,9 @@ class LearnedController:
     def next_lr(self, features: np.ndarray, lr: float, progress: float | None = None) -> float:
         """The LR for the next ``action_every`` steps, from the LR in force ``lr`` (the level kept since
         :meth:`reset`)."""
-        self.level, new = self.decide(features, lr, progress, self.level)
+        if self.first_val_loss is None:
+            self.first_val_loss = first_val_loss(features)
+        self.level, new = self.decide(features, lr, progress, self.level, self.first_val_loss)
         return new
 
 
@@ -178,6 +194,7 @@ class ControllerScheduler(LRScheduler):
                              f"{controller.config.envelope!r} needs total_steps (the run's length) for its progress")
         self.controller, self.observe_fn, self.total_steps = controller, observe_fn, total_steps
         self.level: float | None = None  # the controller's level under an envelope, from the first decision on
+        self.first_val_loss: float | None = None  # the first decision's validation loss (``anchored`` features)
         self.decided_at: int | None = None  # the step of the last decision: each step decides at most once
         super().__init__(optimizer, last_epoch)  # torch steps once here: last_epoch 0, the first decision
 
@@ -189,7 +206,10 @@ class ControllerScheduler(LRScheduler):
         if self.total_steps and step >= self.total_steps:  # the run is over: no block left to decide for
             return current
         progress = step / self.total_steps if self.total_steps else None
-        self.level, lr = self.controller.decide(self.observe_fn(), current[0], progress, self.level)
+        features = self.observe_fn()
+        if self.first_val_loss is None:
+            self.first_val_loss = first_val_loss(features)
+        self.level, lr = self.controller.decide(features, current[0], progress, self.level, self.first_val_loss)
         self.decided_at = step
         return [lr] * len(current)
 

@@ -22,7 +22,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from lrservice.child.data import ChildData
-from lrservice.child.features import feature_set
+from lrservice.child.features import feature_set, first_val_loss
 from lrservice.child.pool import ChildPool, child_pool
 from lrservice.config import ControllerConfig, TaskConfig
 from lrservice.control.actions import (
@@ -68,6 +68,7 @@ class EpisodeBatch:
         self.initial_lr = np.zeros(n)
         self.child_seed = np.zeros(n, dtype=np.int64)
         self.prev_loss = np.zeros(n)
+        self.first_val_loss = np.full(n, np.nan)  # the episode's step-0 validation loss (``anchored`` features)
         self.twin_prev_loss = np.full(n, np.nan)
         self.needs_reset = np.ones(n, dtype=bool)
         self.child_steps = 0  # every child step taken, twins included: the cost of training
@@ -191,9 +192,11 @@ class EpisodeBatch:
             t = int(self.task_of[i])
             feats, ev = per_pool[t]
             _, s, twin = self._where(i)
-            progress = float(self.pools[t].step[s]) / self.tasks[t].steps
-            rows.append(feature_set(feats[s], progress, self.controller.features,
-                                    observed_level(self.controller, self.level[i])))
+            step = int(self.pools[t].step[s])
+            if step == 0:  # an episode's first observation: of the untrained child
+                self.first_val_loss[i] = first_val_loss(feats[s])
+            rows.append(feature_set(feats[s], step / self.tasks[t].steps, self.controller.features,
+                                    observed_level(self.controller, self.level[i]), self.first_val_loss[i]))
             evals.append(ev[s])
             twin_evals.append(None if twin is None else ev[twin])
         return finite_features(np.stack(rows)), evals, twin_evals

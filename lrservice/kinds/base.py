@@ -204,7 +204,9 @@ class ArmKind:
         return float(optimizer.param_groups[0]["lr"])
 
     def controller(self, params: Mapping[str, Any]):
-        """A learned controller that sets the LR as the child trains; None for every other kind."""
+        """A learned controller that sets the LR as the child trains (a
+        :class:`~lrservice.control.controller.LearnedController`, or anything with its ``action_every``,
+        ``next_lr``, ``reset``, ``run_state`` and ``load_run_state``); None for every other kind."""
         return None
 
     def controller_checkpoint(self, params: Mapping[str, Any]) -> str | None:
