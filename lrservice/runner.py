@@ -332,7 +332,9 @@ class ScheduledChildren:
         for s, saved in zip(self.schedulers, state["schedulers"]):
             if s is not None and saved is not None:
                 s.load_state_dict(saved)
-        for c, saved in zip(self.controllers, state["controllers"]):
+        saved_runs = state.get("controllers") or [  # a checkpoint from before run_state kept levels only
+            None if level is None else {"level": level, "first_val_loss": None} for level in state["levels"]]
+        for c, saved in zip(self.controllers, saved_runs):
             if c is not None and saved is not None:
                 c.load_run_state(saved)
         self.stopped = np.asarray(state["stopped"], dtype=bool).copy()

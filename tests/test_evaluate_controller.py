@@ -184,6 +184,15 @@ def test_controller_arm_resumes_from_a_checkpoint_identically(tmp_path, variant)
         assert (a["lr"], a["val_loss"]) == (b["lr"], b["val_loss"]), a["step"]
     if variant == "anchored":
         assert [r["lr"] for r in rows] == pytest.approx([0.02, 0.01, 0.005, 0.0025], rel=1e-12)
+    else:  # a checkpoint written before run_state (the levels alone) resumes the same
+        from lrservice.compare.trainable import CHECKPOINT_FILE
+
+        old = shutil.copytree(saved[20], tmp_path / "old-format")
+        state = torch.load(old / CHECKPOINT_FILE, weights_only=False)
+        state["runner"]["levels"] = [c["level"] for c in state["runner"].pop("controllers")]
+        torch.save(state, old / CHECKPOINT_FILE)
+        assert [(r["lr"], r["val_loss"]) for r in record_child(spec, restore_dir=old)] == \
+            [(r["lr"], r["val_loss"]) for r in resumed]
 
 
 def test_cli_writes_tuned_paired_evidence(tmp_path, capsys):

@@ -59,7 +59,6 @@ ANCHORED_NAMES = INVARIANT_NAMES + (
 )
 FEATURE_SETS = {"paper": FEATURE_NAMES, "extended": EXTENDED_NAMES, "invariant": INVARIANT_NAMES,
                 "anchored": ANCHORED_NAMES}
-ANCHORED = ("anchored",)  # the sets that need the run's first validation loss
 LEVEL_NAME = "log10_level"  # appended to any set under an envelope: the level the controller moves
 LOSS_FLOOR = 1e-8  # log of a loss that reached 0 stays finite
 VAR_FLOOR = 1e-12  # log of a variance that is 0 stays finite
@@ -94,7 +93,7 @@ def observation_features(train_loss: float, val_loss: float, logits: torch.Tenso
     }), dtype=np.float32)
 
 
-def first_val_loss(paper: np.ndarray) -> float:
+def val_loss_of(paper: np.ndarray) -> float:
     """The validation loss of one row of paper features: what a run's first observation anchors (``anchored``)."""
     return float(np.asarray(paper).reshape(NUM_FEATURES)[COLUMN["val_loss"]])
 

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from torch.optim.lr_scheduler import LRScheduler
 
-from lrservice.child.features import COLUMN, NUM_FEATURES, feature_set, first_val_loss
+from lrservice.child.features import COLUMN, NUM_FEATURES, feature_set, val_loss_of
 from lrservice.child.observer import ChildObserver  # re-exported: users import it from here with the scheduler
 from lrservice.control.actions import finite_features, lr_in_force, next_lr, observed_level
 from lrservice.control.checkpoint import export_payload, export_sections, load_export, resolve_checkpoint
@@ -143,7 +143,7 @@ class LearnedController:
                              f"{self.config.envelope!r}: pass progress (child steps done / total steps)")
         paper = np.asarray(paper_features).reshape(NUM_FEATURES)
         level = observed_level(self.config, level if level is not None else paper[COLUMN["lr"]])
-        first = paper[COLUMN["val_loss"]] if first_val_loss is None else first_val_loss
+        first = val_loss_of(paper) if first_val_loss is None else first_val_loss
         return feature_set(paper.astype(np.float32), progress or 0.0, self.features, level, first)
 
     def decide(self, features: np.ndarray, lr: float, progress: float | None = None,
@@ -167,7 +167,7 @@ class LearnedController:
         """The LR for the next ``action_every`` steps, from the LR in force ``lr`` (the level kept since
         :meth:`reset`)."""
         if self.first_val_loss is None:
-            self.first_val_loss = first_val_loss(features)
+            self.first_val_loss = val_loss_of(features)
         self.level, new = self.decide(features, lr, progress, self.level, self.first_val_loss)
         return new
 
@@ -208,7 +208,7 @@ class ControllerScheduler(LRScheduler):
         progress = step / self.total_steps if self.total_steps else None
         features = self.observe_fn()
         if self.first_val_loss is None:
-            self.first_val_loss = first_val_loss(features)
+            self.first_val_loss = val_loss_of(features)
         self.level, lr = self.controller.decide(features, current[0], progress, self.level, self.first_val_loss)
         self.decided_at = step
         return [lr] * len(current)

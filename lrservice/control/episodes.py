@@ -22,7 +22,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from lrservice.child.data import ChildData
-from lrservice.child.features import feature_set, first_val_loss
+from lrservice.child.features import feature_set, val_loss_of
 from lrservice.child.pool import ChildPool, child_pool
 from lrservice.config import ControllerConfig, TaskConfig
 from lrservice.control.actions import (
@@ -194,7 +194,7 @@ class EpisodeBatch:
             _, s, twin = self._where(i)
             step = int(self.pools[t].step[s])
             if step == 0:  # an episode's first observation: of the untrained child
-                self.first_val_loss[i] = first_val_loss(feats[s])
+                self.first_val_loss[i] = val_loss_of(feats[s])
             rows.append(feature_set(feats[s], step / self.tasks[t].steps, self.controller.features,
                                     observed_level(self.controller, self.level[i]), self.first_val_loss[i]))
             evals.append(ev[s])
