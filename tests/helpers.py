@@ -53,6 +53,25 @@ ANCHORED = {"features": "anchored", "factors": [0.5, 2.0], "action_every": 10, "
 HALF = -0.6931471805599453  # log(1/2)
 
 
+def linear_controller(path: Path, controller: dict, weight, bias):
+    """A hand-made exported controller, one linear layer (``weight``, ``bias``) over its feature row with an
+    identity normaliser, saved to ``path`` and loaded: its decisions are known in advance."""
+    import torch
+
+    from lrservice.control.checkpoint import EXPORT_FORMAT, EXPORT_VERSION
+    from lrservice.control.controller import LearnedController
+
+    n = weight.shape[1]
+    payload = {"format": EXPORT_FORMAT, "version": EXPORT_VERSION,
+               "task": {"dataset": "digits", "model": "mlp"}, "controller": controller, "features": [],
+               "normaliser": {"mean": torch.zeros(n, dtype=torch.float64), "std": torch.ones(n, dtype=torch.float64),
+                              "clip": 10.0, "eps": 0.0, "count": 0},
+               "policy": {"activation": "tanh", "layers": [{"weight": weight, "bias": bias}]},
+               "training": {"iteration": 0, "env_steps": 0.0, "child_steps": 0.0, "episodes": 0.0}}
+    torch.save(payload, path)
+    return LearnedController.from_checkpoint(path)
+
+
 def anchored_controller(path: Path):
     """An exported ``anchored``-features controller that doubles the LR until the validation loss is half
     its first observation's, and halves it from then on.
@@ -63,17 +82,6 @@ def anchored_controller(path: Path):
     """
     import torch
 
-    from lrservice.control.checkpoint import EXPORT_FORMAT, EXPORT_VERSION
-    from lrservice.control.controller import LearnedController
-
     weight = torch.zeros(2, 5)
     weight[0, 4], weight[1, 4] = -20.0, 20.0
-    payload = {"format": EXPORT_FORMAT, "version": EXPORT_VERSION,
-               "task": {"dataset": "digits", "model": "mlp"}, "controller": ANCHORED, "features": [],
-               "normaliser": {"mean": torch.zeros(5, dtype=torch.float64), "std": torch.ones(5, dtype=torch.float64),
-                              "clip": 10.0, "eps": 0.0, "count": 0},
-               "policy": {"activation": "tanh",
-                          "layers": [{"weight": weight, "bias": torch.tensor([20.0 * HALF, -20.0 * HALF])}]},
-               "training": {"iteration": 0, "env_steps": 0.0, "child_steps": 0.0, "episodes": 0.0}}
-    torch.save(payload, path)
-    return LearnedController.from_checkpoint(path)
+    return linear_controller(path, ANCHORED, weight, torch.tensor([20.0 * HALF, -20.0 * HALF]))

@@ -25,14 +25,13 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers import record_child
+from helpers import linear_controller, record_child
 
 from lrservice.child.models import build_model
 from lrservice.child.pool import SeparateChildren
 from lrservice.child.trainer import load_task_data
 from lrservice.compare.arms import trial_spec
 from lrservice.config import ArmConfig, RunConfig, config_from_dict
-from lrservice.control.checkpoint import EXPORT_FORMAT, EXPORT_VERSION
 from lrservice.control.controller import ChildObserver, ControllerScheduler, LearnedController
 from lrservice.control.evaluate import run_controller
 
@@ -164,14 +163,7 @@ def _timed_controller(path: Path) -> LearnedController:
     """
     weight = torch.zeros(2, 5)
     weight[0, 0], weight[1, 0] = 20.0, -20.0
-    payload = {"format": EXPORT_FORMAT, "version": EXPORT_VERSION,
-               "task": {"dataset": "digits", "model": "mlp"}, "controller": TIMED, "features": [],
-               "normaliser": {"mean": torch.zeros(5, dtype=torch.float64), "std": torch.ones(5, dtype=torch.float64),
-                              "clip": 10.0, "eps": 0.0, "count": 0},
-               "policy": {"activation": "tanh", "layers": [{"weight": weight, "bias": torch.tensor([-10.0, 10.0])}]},
-               "training": {"iteration": 0, "env_steps": 0.0, "child_steps": 0.0, "episodes": 0.0}}
-    torch.save(payload, path)
-    return LearnedController.from_checkpoint(path)
+    return linear_controller(path, TIMED, weight, torch.tensor([-10.0, 10.0]))
 
 
 def test_scheduler_decides_at_steps_0_n_2n_on_a_model_lrservice_does_not_know(tmp_path):
