@@ -5,13 +5,16 @@ built-in selection, then evaluate every pick on held-out seeds against every tun
         --seeds 1000-1039 --out results/recipe/digits
     python experiments/recipe_seeds.py --config configs/digits-mlp-controller.yaml --train-seeds 4 5 6 7 8 9 \\
         --runs-per-pick 3 --seeds 1000-1039 --out results/recipe/digits-runs3
+    python experiments/recipe_seeds.py --config configs/ablation/ensemble.yaml --train-seeds 1 2 3 4 5 6 7 8 9 \
+        --runs-per-pick 3 --seeds 1000-1039 --out results/recipe/ensemble
 
 Each training seed is one run of the recipe (its ``task.seed``: PPO's seed and the child seeds it
 draws). With ``--runs-per-pick 1`` (the default) each run is ``lrservice train-controller`` into
 ``OUT/s<seed>`` and its ``controller.pt`` is that run's selection pick. With ``--runs-per-pick K``
 the seeds are taken K at a time and each group is one ``train-controller`` with
 ``controller.train_seeds`` set to the group, into ``OUT/g<s1>-<s2>-...``: its ``controller.pt`` is
-the best pick across the group's runs, and every run's own pick is evaluated beside it
+the best pick across the group's runs (``pick<s1>-...``), or with ``controller.across_runs: ensemble``
+their picks acting together (``ens<s1>-...``), and every run's own pick is evaluated beside it
 (``seed<s>``), so one evaluation compares the one-run and the K-run recipe on the same held-out
 seeds. Then one ``lrservice evaluate-controller`` with every pick into ``OUT/evaluate``. Logs go
 to ``OUT/*.log``; every training is started with ``--resume``, so an interrupted one goes on and
@@ -65,7 +68,8 @@ def main() -> int:
         if k == 1:
             picks += ["--controller", f"seed{group[0]}={run / 'controller.pt'}"]
         else:
-            picks += ["--controller", f"pick{'-'.join(map(str, group))}={run / 'controller.pt'}"]
+            made = "ens" if base["controller"].get("across_runs") == "ensemble" else "pick"
+            picks += ["--controller", f"{made}{'-'.join(map(str, group))}={run / 'controller.pt'}"]
             picks += [a for s in group for a in ("--controller", f"seed{s}={run / f'seed_{s}' / 'controller.pt'}")]
         print(f"trained {name}: {run / 'controller.pt'}", flush=True)
     with open(out / "evaluate.log", "w") as log:

@@ -34,6 +34,7 @@ DEVICES = ("auto", "cpu", "cuda")
 ACTION_SPACES = ("discrete", "continuous", "levels")
 REWARDS = ("dense", "final", "log_improvement")
 REWARD_BASELINES = ("none", "twin")
+ACROSS_RUNS = ("pick", "ensemble")  # lrservice.control.runs: how controller.train_seeds' runs make controller.pt
 ENVELOPES = ("none", "cosine", "linear")  # lrservice.control.actions.envelope gives their shapes
 # the keys of lrservice.child.features.FEATURE_SETS (a test checks)
 FEATURE_SETS = ("paper", "extended", "invariant", "anchored")
@@ -267,6 +268,11 @@ class ControllerConfig:
     draws), each in ``OUTPUT/seed_<s>/`` with its own selection; ``controller.pt`` is the best pick across all
     of them (:mod:`lrservice.control.runs`), because which run of a recipe turns out well is itself a draw.
     Needs ``selection_seeds``. Empty: one run, with ``task.seed``."""
+    across_runs: str = "pick"
+    """How the runs of ``train_seeds`` make ``controller.pt``: ``pick``, the best run's pick on the selection
+    seeds; ``ensemble``, every run's pick acting together, on the mean of their action probabilities (discrete
+    or levels actions), because on digits the pick across runs cannot be told apart on selection seeds while
+    the ensemble of the picks is steadier than any one of them (docs/controller.md)."""
     # -- output -------------------------------------------------------------------------
     checkpoint_dir: str = "results/controller"
     """``train-controller``'s output directory when ``--output`` is not given (``~`` expanded)."""
@@ -341,6 +347,13 @@ class ControllerConfig:
         if runs and not seeds:
             raise ConfigError(f"{path}.train_seeds: {runs} needs {path}.selection_seeds: the pick across runs is "
                               "made on them")
+        _choice(f"{path}.across_runs", self.across_runs, ACROSS_RUNS)
+        if self.across_runs == "ensemble" and len(runs) < 2:
+            raise ConfigError(f"{path}.across_runs: ensemble needs {path}.train_seeds to name at least two runs "
+                              f"(it names {runs})")
+        if self.across_runs == "ensemble" and self.action_space == "continuous":
+            raise ConfigError(f"{path}.across_runs: ensemble averages action probabilities, which continuous "
+                              f"actions do not have; use action_space: discrete or levels, or across_runs: pick")
 
     @property
     def start_lrs(self) -> tuple[float, ...]:

@@ -91,12 +91,12 @@ def test_observation_stats_match_rllib_filter_and_stay_frozen(checkpoints):
     ctrl = LearnedController.from_checkpoint(checkpoints["discrete"])
     assert ctrl.payload["normaliser"]["count"] == 100 + 10  # 10 episodes of 10 actions, plus each reset observation
     rng = np.random.default_rng(0)
-    mean_before = ctrl.mean.copy()
+    mean_before = ctrl.actors[0].mean.copy()
     for _ in range(5):
         x = (rng.normal(size=7) * np.array([1, 1, 5, 2, 0.01, 0.01, 0.003])).astype(np.float32)
         np.testing.assert_allclose(ctrl.normalise(x[None])[0], reference(x, update=False), rtol=1e-5, atol=1e-6)
         ctrl.next_lr(x, 1e-3)
-    np.testing.assert_array_equal(ctrl.mean, mean_before)  # frozen: acting never updates the statistics
+    np.testing.assert_array_equal(ctrl.actors[0].mean, mean_before)  # frozen: acting never updates the statistics
 
 
 def test_exported_controller_round_trips_and_reproduces_the_rllib_module(checkpoints, tmp_path):
@@ -133,7 +133,8 @@ def test_discrete_next_lr_is_argmax_times_its_factor(checkpoints):
     rng = np.random.default_rng(1)
     for lr in (1e-4, 1e-3, 0.099):
         x = np.abs(rng.normal(size=7)).astype(np.float32)
-        obs = np.clip((x - ctrl.mean) / (ctrl.std + 1e-6), -10, 10).astype(np.float32)  # RLlib's SMALL_NUMBER
+        actor = ctrl.actors[0]
+        obs = np.clip((x - actor.mean) / (actor.std + 1e-6), -10, 10).astype(np.float32)  # RLlib's SMALL_NUMBER
         with torch.no_grad():
             logits = module.forward_inference({"obs": torch.as_tensor(obs[None])})["action_dist_inputs"][0]
         expected = lr * (FACTOR, 1 / FACTOR, 1.0)[int(torch.argmax(logits))]

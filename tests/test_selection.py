@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 
+import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import torch
@@ -163,6 +164,13 @@ def test_a_record_written_with_the_training_seed_among_its_settings_is_resumed_w
     ({"train_seeds": [-1], "selection_seeds": [2000]}, "controller.train_seeds: [-1] is not allowed"),
     ({"train_seeds": [1, 2000], "selection_seeds": [2000]},
      "controller.selection_seeds: [2000] are also controller.train_seeds (training seeds)"),
+    ({"train_seeds": [1, 2], "selection_seeds": [2000], "across_runs": "vote"},
+     "controller.across_runs: 'vote' is not allowed; choose one of: pick, ensemble"),
+    ({"train_seeds": [1], "selection_seeds": [2000], "across_runs": "ensemble"},
+     "controller.across_runs: ensemble needs controller.train_seeds to name at least two runs"),
+    ({"across_runs": "ensemble"}, "controller.across_runs: ensemble needs controller.train_seeds"),
+    ({"train_seeds": [1, 2], "selection_seeds": [2000], "across_runs": "ensemble", "action_space": "continuous"},
+     "controller.across_runs: ensemble averages action probabilities"),
 ])
 def test_several_runs_need_distinct_seeds_apart_from_the_selection_seeds(controller, message):
     with pytest.raises(ConfigError) as err:
@@ -319,6 +327,7 @@ def test_several_training_seeds_train_one_run_each_and_export_the_best_pick_acro
     from lrservice.cli import main
     from lrservice.compare.cost import controller_cost
     from lrservice.control.checkpoint import CHECKPOINTS, EXPORT_FILE, load_export, resolve_checkpoint
+    from lrservice.control.controller import LearnedController
     from lrservice.control.runs import run_dir
 
     monkeypatch.setattr(lrservice.cli, "COMMANDS", ("train_controller",))
@@ -394,5 +403,27 @@ def test_several_training_seeds_train_one_run_each_and_export_the_best_pick_acro
         seed = load_export(out / EXPORT_FILE)["selection"]["train_seed"]
         assert result.checkpoint.parent.parent == run_dir(out, seed).resolve()
         assert list(result.training_log["iteration"]) == [1, 2]
+
+        # The same runs as an ensemble (across_runs only changes what is exported: nothing trains again):
+        # controller.pt holds every run's pick, acting on the mean of their action probabilities.
+        ensemble_file = tmp_path / "ensemble.yaml"
+        ensemble_file.write_text(yaml.safe_dump({"task": TASK, "controller": {**controller, "across_runs": "ensemble"},
+                                                 "evaluate": EVALUATE, "resources": {"num_cpus": 2}}))
+        lines.clear()
+        lrservice.train_controller(str(ensemble_file), iterations=2, resume=True, output_dir=out, log=lines.append)
+        assert not any(line.startswith("[lrservice] iter ") for line in lines)
+        assert any("ensemble of all 2 picks -> " in line for line in lines)
+        deployed = load_export(out / EXPORT_FILE)
+        picks = [load_export(run_dir(out, s) / EXPORT_FILE) for s in (7, 3)]
+        assert deployed["version"] == 2 and deployed["selection"]["across_runs"] == "ensemble"
+        for member, pick in zip(deployed["members"], picks, strict=True):
+            for a, b in zip(_tensors(member), _tensors(pick), strict=True):
+                assert torch.equal(a, b)
+        ensemble = LearnedController.from_checkpoint(out)
+        rows = np.random.default_rng(0).normal(size=(20, len(deployed["features"]))).astype(np.float32)
+        alone = np.mean([LearnedController(p).action_probabilities(rows) for p in picks], axis=0)
+        np.testing.assert_array_equal(ensemble.actions(rows), alone.argmax(axis=1))
+        cost = controller_cost(out, trained_here=True, action_every=CONTROLLER["action_every"])
+        assert cost.steps == deployed["selection"]["run_child_steps"] + deployed["selection"]["child_steps"]
     finally:
         ray.shutdown()

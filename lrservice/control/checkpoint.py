@@ -19,7 +19,9 @@ The export (:func:`export_controller`) is one small file loadable with
 normaliser (RLlib's MeanStdFilter statistics when the checkpoint was written), the feature
 set, the action semantics and what training cost; the pick also carries what selecting it
 cost (``selection``). :class:`~lrservice.control.controller.LearnedController` runs from it
-without Ray.
+without Ray. An ensemble of runs (``controller.across_runs: ensemble``) is the same file at version
+2: instead of one ``normaliser`` and ``policy`` it holds ``members``, one per run, each with its own
+(:func:`ensemble_payload`).
 """
 
 from __future__ import annotations
@@ -45,7 +47,8 @@ LAST_FILE = "last.pt"
 MODULE_PATH = ("learner_group", "learner", "rl_module", "default_policy")
 FILTER_PATH = ("env_runner", "env_to_module_connector")
 EXPORT_FORMAT = "lrservice-controller"
-EXPORT_VERSION = 1
+EXPORT_VERSION = 1  # one actor: top-level ``normaliser`` and ``policy``
+ENSEMBLE_VERSION = 2  # several actors (``members``, each with its own normaliser and policy), acting together
 
 
 def checkpoint_name(iteration: int) -> str:
@@ -211,6 +214,41 @@ def export_controller(checkpoint: str | os.PathLike, out: str | os.PathLike | No
     return write_atomic(target, lambda tmp: torch.save(payload, tmp))
 
 
+def ensemble_payload(payloads: list[Mapping[str, Any]], selection: Mapping[str, Any]) -> dict[str, Any]:
+    """One export acting as all of ``payloads`` together (runs of one recipe; same features and actions).
+
+    Each member keeps its own normaliser, policy, training record and selection; ``training`` sums
+    what the members cost (``iteration`` is the longest member's), ``selection`` says how they were
+    chosen. :class:`~lrservice.control.controller.LearnedController` acts on the members' mean action
+    probabilities.
+    """
+    if len(payloads) < 2:
+        raise ValueError("ensemble_payload: an ensemble needs at least two members")
+    first = payloads[0]
+    for p in payloads[1:]:
+        if p["features"] != first["features"] or _actions(p) != _actions(first):
+            raise ValueError("ensemble_payload: the members differ in features or actions; only runs of one "
+                             "recipe act together")
+    summed = {key: float(sum(float(p["training"].get(key) or 0.0) for p in payloads))
+              for key in ("env_steps", "child_steps", "episodes")}
+    return {
+        "format": EXPORT_FORMAT, "version": ENSEMBLE_VERSION,
+        "task": first["task"], "controller": first["controller"], "features": list(first["features"]),
+        "members": [{key: p[key] for key in ("normaliser", "policy", "training", "task") if key in p}
+                    | ({"selection": p["selection"]} if "selection" in p else {}) for p in payloads],
+        "training": {"iteration": max(int(p["training"]["iteration"]) for p in payloads), **summed,
+                     "members": len(payloads)},
+        "selection": dict(selection),
+    }
+
+
+def _actions(payload: Mapping[str, Any]) -> dict:
+    """What an export's actions mean: the controller section without what only training uses."""
+    _, controller = export_sections(payload)
+    return {name: getattr(controller, name) for name in ("action_space", "action_every", "factor", "factors",
+                                                         "levels", "lr_min", "lr_max", "envelope", "features")}
+
+
 def load_export(path: str | os.PathLike) -> dict[str, Any]:
     """An exported controller, checked: format, version and sections (one-line errors)."""
     p = Path(path)
@@ -220,9 +258,9 @@ def load_export(path: str | os.PathLike) -> dict[str, Any]:
         raise ConfigError(f"{p}: not an exported lrservice controller ({exc.__class__.__name__})") from None
     if not isinstance(payload, dict) or payload.get("format") != EXPORT_FORMAT:
         raise ConfigError(f"{p}: not an exported lrservice controller (format is not {EXPORT_FORMAT!r})")
-    if payload.get("version") != EXPORT_VERSION:
+    if payload.get("version") not in (EXPORT_VERSION, ENSEMBLE_VERSION):
         raise ConfigError(f"{p}: controller export version {payload.get('version')!r} is not supported "
-                          f"(this lrservice reads version {EXPORT_VERSION})")
+                          f"(this lrservice reads versions {EXPORT_VERSION} and {ENSEMBLE_VERSION})")
     return payload
 
 

@@ -34,6 +34,7 @@ from torch.optim.lr_scheduler import LRScheduler
 
 from lrservice.child.features import COLUMN, NUM_FEATURES, feature_set, val_loss_of
 from lrservice.child.observer import ChildObserver  # re-exported: users import it from here with the scheduler
+from lrservice.config import ConfigError
 from lrservice.control.actions import finite_features, lr_in_force, next_lr, observed_level
 from lrservice.control.checkpoint import export_payload, export_sections, load_export, resolve_checkpoint
 
@@ -57,19 +58,46 @@ def policy_network(policy: Mapping[str, Any]) -> torch.nn.Sequential:
     return torch.nn.Sequential(*layers).eval()
 
 
+class Actor:
+    """One exported policy network with the observation normaliser frozen at its export."""
+
+    def __init__(self, part: Mapping[str, Any]):
+        self.network = policy_network(part["policy"])
+        norm = part["normaliser"]
+        self.mean = norm["mean"].numpy().astype(np.float64)
+        self.std = norm["std"].numpy().astype(np.float64)
+        self.clip, self.eps = norm["clip"], float(norm["eps"])
+
+    def normalise(self, rows: np.ndarray) -> np.ndarray:
+        """Frozen MeanStdFilter: ``clip((x - mean) / (std + eps), -clip, clip)``."""
+        x = (np.asarray(rows, dtype=np.float64) - self.mean) / (self.std + self.eps)
+        if self.clip:
+            x = np.clip(x, -self.clip, self.clip)
+        return x.astype(np.float32)
+
+    @torch.no_grad()
+    def outputs(self, rows: np.ndarray) -> torch.Tensor:
+        """The network's outputs (logits, or Gaussian mean and log-std) for finite feature-set rows ``(K, F)``."""
+        return self.network(torch.as_tensor(self.normalise(rows)))
+
+
 class LearnedController:
-    """The trained PPO policy as an LR rule: ``next_lr(features, lr, progress) -> lr``."""
+    """The trained PPO policy as an LR rule: ``next_lr(features, lr, progress) -> lr``.
+
+    An ensemble export (several runs of one recipe, ``controller.across_runs: ensemble``) has one
+    :class:`Actor` per run; they act on the mean of their action probabilities.
+    """
 
     def __init__(self, payload: Mapping[str, Any], source: Path | None = None):
         self.task, controller = export_sections(payload)
         self.config = dataclasses.replace(controller, lr_noise_std=0.0)  # noise perturbs training only
         self.payload = payload
         self.checkpoint = source
-        self.network = policy_network(payload["policy"])
-        norm = payload["normaliser"]
-        self.mean = norm["mean"].numpy().astype(np.float64)
-        self.std = norm["std"].numpy().astype(np.float64)
-        self.clip, self.eps = norm["clip"], float(norm["eps"])
+        self.actors = [Actor(part) for part in payload.get("members") or [payload]]
+        if len(self.actors) > 1 and self.config.action_space == "continuous":
+            raise ConfigError(f"{source or 'controller'}: an ensemble of continuous policies has no action "
+                              "probabilities to average")
+        self.network = self.actors[0].network  # the (first) actor, as a plain nn.Sequential
         self.history: list[tuple[float, float]] = []  # (lr in, lr out) per decision since reset()
         self.level: float | None = None  # the level next_lr set last since reset() (used under an envelope)
         self.first_val_loss: float | None = None  # the validation loss next_lr saw first since reset()
@@ -105,29 +133,29 @@ class LearnedController:
         self.level, self.first_val_loss = state["level"], state["first_val_loss"]
 
     def normalise(self, rows: np.ndarray) -> np.ndarray:
-        """Frozen MeanStdFilter: ``clip((x - mean) / (std + eps), -clip, clip)``."""
-        x = (np.asarray(rows, dtype=np.float64) - self.mean) / (self.std + self.eps)
-        if self.clip:
-            x = np.clip(x, -self.clip, self.clip)
-        return x.astype(np.float32)
+        """The (first) actor's frozen MeanStdFilter: ``clip((x - mean) / (std + eps), -clip, clip)``."""
+        return self.actors[0].normalise(rows)
 
-    @torch.no_grad()
     def _outputs(self, rows: np.ndarray) -> torch.Tensor:
-        """The actor's outputs (logits, or Gaussian mean and log-std) for raw feature-set rows ``(K, F)``."""
-        return self.network(torch.as_tensor(self.normalise(finite_features(np.atleast_2d(rows)))))
+        """The (first) actor's outputs (logits, or Gaussian mean and log-std) for raw feature-set rows ``(K, F)``."""
+        return self.actors[0].outputs(finite_features(np.atleast_2d(rows)))
 
     def actions(self, rows: np.ndarray) -> np.ndarray:
         """Deterministic env actions for raw feature-set rows ``(K, F)``: indices, or log-factors ``(K, 1)``."""
+        if len(self.actors) > 1:  # an ensemble: the action most probable on the actors' mean
+            return self.action_probabilities(rows).argmax(axis=1)
         out = self._outputs(rows)
         if self.config.action_space != "continuous":  # discrete factors or levels: the most probable action
             return out.argmax(dim=1).numpy()
         return out[:, : out.shape[1] // 2].clamp(-1.0, 1.0).numpy()  # the Gaussian's mean
 
     def action_probabilities(self, rows: np.ndarray) -> np.ndarray:
-        """The stochastic training policy's probability of each discrete action for feature-set rows ``(K, F)``."""
+        """The stochastic training policy's probability of each discrete action for feature-set rows ``(K, F)``
+        (an ensemble's: the mean over its actors)."""
         if self.config.action_space == "continuous":
             raise ValueError("action_probabilities: a continuous controller has no action probabilities")
-        return torch.softmax(self._outputs(rows), dim=1).numpy()
+        rows = finite_features(np.atleast_2d(rows))
+        return np.mean([torch.softmax(actor.outputs(rows), dim=1).numpy() for actor in self.actors], axis=0)
 
     @property
     def needs_progress(self) -> bool:

@@ -1,4 +1,5 @@
-"""Several PPO runs of one recipe, one per training seed, and the pick across them (``controller.train_seeds``).
+"""Several PPO runs of one recipe, one per training seed, and the pick (or ensemble) across them
+(``controller.train_seeds``).
 
 Which run of a recipe turns out well is itself a draw (docs/controller.md, "Checkpoint selection"):
 on digits three training seeds of the default recipe gave picks that tie tuned cosine while the
@@ -9,9 +10,15 @@ best pick, judged only on the selection seeds. Output directory layout (``output
                        training_log.parquet, selection.parquet/json, last.pt, controller.pt: that run's pick)
     controller.pt      the best of the runs' picks (:func:`lrservice.control.selection.best_run`), with a
                        ``selection`` section that also names the training seed, every run's score and the
-                       cost of all runs (a pick costs every run it was picked from)
+                       cost of all runs (a pick costs every run it was picked from); with
+                       ``controller.across_runs: ensemble``, every run's pick acting together (one export
+                       with a member per run, :func:`lrservice.control.checkpoint.ensemble_payload`)
     selection.parquet  every run's selection rows (``train_seed`` column); ``picked`` marks the one pick
     selection.json     every run's pick and the pick across runs
+
+Why an ensemble: on digits the runs' picks differ by less than ten selection seeds can resolve, so
+the pick across them is close to a coin toss, while the mean of their action probabilities averages
+the run-to-run noise out of the policy (docs/controller.md, "An ensemble of runs").
 
 Runs train one after another in one Ray session; the first run's tuned cosine is handed to the
 others (it does not depend on the training seed), so it is tuned once. ``--resume`` resumes
@@ -30,7 +37,7 @@ from typing import Callable
 import torch
 
 from lrservice.config import RunConfig
-from lrservice.control.checkpoint import EXPORT_FILE, load_export
+from lrservice.control.checkpoint import EXPORT_FILE, ensemble_payload, load_export
 from lrservice.control.selection import (
     REUSED_FROM,
     SELECTION_FILE,
@@ -98,15 +105,22 @@ def publish_runs(config: RunConfig, out: Path, log: Log) -> Path:
                "child_steps": tuning + scoring, "tuning_child_steps": tuning, "scoring_child_steps": scoring,
                "run_child_steps": training, "run_episodes": float(sum(p["run_episodes"] for p in picks.values())),
                "wall_s": float(sum(p["wall_s"] for p in picks.values()))}
+    ensemble = config.controller.across_runs == "ensemble"
+    if ensemble:
+        summary["across_runs"] = "ensemble"
     write_json(out / SELECTION_RECORD, {"runs": {str(seed): p for seed, p in picks.items()}, "pick": summary})
-    payload = load_export(run_dir(out, chosen) / EXPORT_FILE)
-    payload["selection"] = summary
+    if ensemble:  # every run's pick, acting together
+        payload = ensemble_payload([load_export(run_dir(out, seed) / EXPORT_FILE) for seed in seeds], summary)
+    else:
+        payload = load_export(run_dir(out, chosen) / EXPORT_FILE)
+        payload["selection"] = summary
     path = write_atomic(out / EXPORT_FILE, lambda tmp: torch.save(payload, tmp))
     share = summary["child_steps"] / training if training else math.nan
     scores = ", ".join(f"seed {seed} iter {p['iteration']} {float(p['score']):+.2%}" for seed, p in picks.items())
-    log(f"[lrservice] selection across {len(seeds)} runs: {scores}; pick: training seed {chosen}, iter "
-        f"{picks[chosen]['iteration']} -> {path}; all runs cost {training:,.0f} child steps, selection "
-        f"{summary['child_steps']:,.0f} ({share:.1%} of them)")
+    made = (f"ensemble of all {len(seeds)} picks" if ensemble
+            else f"pick: training seed {chosen}, iter {picks[chosen]['iteration']}")
+    log(f"[lrservice] selection across {len(seeds)} runs: {scores}; {made} -> {path}; all runs cost "
+        f"{training:,.0f} child steps, selection {summary['child_steps']:,.0f} ({share:.1%} of them)")
     return path
 
 
