@@ -271,8 +271,8 @@ class ControllerConfig:
     across_runs: str = "pick"
     """How the runs of ``train_seeds`` make ``controller.pt``: ``pick``, the best run's pick on the selection
     seeds; ``ensemble``, every run's pick acting together, on the mean of their action probabilities (discrete
-    or levels actions), because on digits the pick across runs cannot be told apart on selection seeds while
-    the ensemble of the picks is steadier than any one of them (docs/controller.md)."""
+    or levels actions), which needs no choice between runs that selection seeds cannot tell apart (on digits
+    it was not reliably better than its runs; docs/controller.md, "An ensemble of runs")."""
     # -- output -------------------------------------------------------------------------
     checkpoint_dir: str = "results/controller"
     """``train-controller``'s output directory when ``--output`` is not given (``~`` expanded)."""

@@ -416,6 +416,8 @@ def test_several_training_seeds_train_one_run_each_and_export_the_best_pick_acro
         deployed = load_export(out / EXPORT_FILE)
         picks = [load_export(run_dir(out, s) / EXPORT_FILE) for s in (7, 3)]
         assert deployed["version"] == 2 and deployed["selection"]["across_runs"] == "ensemble"
+        assert "score" not in deployed["selection"] and "iteration" not in deployed["selection"]  # no one run's
+        assert [m["selection"]["score"] for m in deployed["members"]] == [p["selection"]["score"] for p in picks]
         for member, pick in zip(deployed["members"], picks, strict=True):
             for a, b in zip(_tensors(member), _tensors(pick), strict=True):
                 assert torch.equal(a, b)

@@ -17,8 +17,9 @@ best pick, judged only on the selection seeds. Output directory layout (``output
     selection.json     every run's pick and the pick across runs
 
 Why an ensemble: on digits the runs' picks differ by less than ten selection seeds can resolve, so
-the pick across them is close to a coin toss, while the mean of their action probabilities averages
-the run-to-run noise out of the policy (docs/controller.md, "An ensemble of runs").
+the pick across them is close to a coin toss; the mean of their action probabilities needs no such
+choice. Measured on digits it is not reliably better than its runs either (better in one group of
+three, worse in one; docs/controller.md, "An ensemble of runs"), so ``pick`` stays the default.
 
 Runs train one after another in one Ray session; the first run's tuned cosine is handed to the
 others (it does not depend on the training seed), so it is tuned once. ``--resume`` resumes
@@ -106,8 +107,9 @@ def publish_runs(config: RunConfig, out: Path, log: Log) -> Path:
                "run_child_steps": training, "run_episodes": float(sum(p["run_episodes"] for p in picks.values())),
                "wall_s": float(sum(p["wall_s"] for p in picks.values()))}
     ensemble = config.controller.across_runs == "ensemble"
-    if ensemble:
-        summary["across_runs"] = "ensemble"
+    if ensemble:  # no one checkpoint or score is the ensemble's: those stay in each member's own selection
+        summary = {k: v for k, v in summary.items() if k not in ("iteration", "checkpoint", "score")}
+        summary["across_runs"] = "ensemble"  # train_seed: the best-scoring run, whose log train_controller returns
     write_json(out / SELECTION_RECORD, {"runs": {str(seed): p for seed, p in picks.items()}, "pick": summary})
     if ensemble:  # every run's pick, acting together
         payload = ensemble_payload([load_export(run_dir(out, seed) / EXPORT_FILE) for seed in seeds], summary)
