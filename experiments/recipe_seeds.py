@@ -5,7 +5,7 @@ built-in selection, then evaluate every pick on held-out seeds against every tun
         --seeds 1000-1039 --out results/recipe/digits
     python experiments/recipe_seeds.py --config configs/digits-mlp-controller.yaml --train-seeds 4 5 6 7 8 9 \\
         --runs-per-pick 3 --seeds 1000-1039 --out results/recipe/digits-runs3
-    python experiments/recipe_seeds.py --config configs/ablation/ensemble.yaml --train-seeds 1 2 3 4 5 6 7 8 9 \
+    python experiments/recipe_seeds.py --config configs/ablation/ensemble.yaml --train-seeds 1 2 3 4 5 6 7 8 9 \\
         --runs-per-pick 3 --seeds 1000-1039 --out results/recipe/ensemble
 
 Each training seed is one run of the recipe (its ``task.seed``: PPO's seed and the child seeds it
