@@ -121,8 +121,7 @@ def feature_set(paper: np.ndarray, progress: np.ndarray | float, name: str,
         if first_val_loss is None:
             raise ValueError(f"features {name!r}: the run's first validation loss is needed (first_val_loss)")
         first = np.broadcast_to(np.asarray(first_val_loss, dtype=np.float64), paper.shape[:-1])
-        relative = (np.log(np.maximum(paper[..., COLUMN["val_loss"]], LOSS_FLOOR))
-                    - np.log(np.maximum(first, LOSS_FLOOR)))
+        relative = _log_loss(paper[..., COLUMN["val_loss"]]) - _log_loss(first)
         rows = np.concatenate([_invariant(paper, progress), relative[..., None]], axis=-1)
     if level is not None:
         column = np.broadcast_to(np.log10(np.maximum(np.asarray(level, dtype=np.float64), 1e-30)), paper.shape[:-1])
@@ -135,10 +134,15 @@ def _extended(paper: np.ndarray, progress: np.ndarray | float) -> np.ndarray:
         extra = np.stack([
             np.broadcast_to(np.asarray(progress, dtype=np.float64), paper.shape[:-1]),
             np.log10(np.maximum(paper[..., COLUMN["lr"]], 1e-30)),
-            np.log(np.maximum(paper[..., COLUMN["train_loss"]], LOSS_FLOOR)),
-            np.log(np.maximum(paper[..., COLUMN["val_loss"]], LOSS_FLOOR)),
+            _log_loss(paper[..., COLUMN["train_loss"]]),
+            _log_loss(paper[..., COLUMN["val_loss"]]),
         ], axis=-1)
     return np.concatenate([paper, extra], axis=-1)
+
+
+def _log_loss(loss: np.ndarray) -> np.ndarray:
+    """The log of a loss, floored at :data:`LOSS_FLOOR` (the one definition every log-loss column uses)."""
+    return np.log(np.maximum(loss, LOSS_FLOOR))
 
 
 def _invariant(paper: np.ndarray, progress: np.ndarray | float) -> np.ndarray:

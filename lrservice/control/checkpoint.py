@@ -226,7 +226,7 @@ def ensemble_payload(payloads: list[Mapping[str, Any]], selection: Mapping[str, 
         raise ValueError("ensemble_payload: an ensemble needs at least two members")
     first = payloads[0]
     for p in payloads[1:]:
-        if p["features"] != first["features"] or _actions(p) != _actions(first):
+        if _actions(p) != _actions(first):  # the feature names follow from the features and the envelope
             raise ValueError("ensemble_payload: the members differ in features or actions; only runs of one "
                              "recipe act together")
     summed = {key: float(sum(float(p["training"].get(key) or 0.0) for p in payloads))
@@ -234,8 +234,8 @@ def ensemble_payload(payloads: list[Mapping[str, Any]], selection: Mapping[str, 
     return {
         "format": EXPORT_FORMAT, "version": ENSEMBLE_VERSION,
         "task": first["task"], "controller": first["controller"], "features": list(first["features"]),
-        "members": [{key: p[key] for key in ("normaliser", "policy", "training", "task") if key in p}
-                    | ({"selection": p["selection"]} if "selection" in p else {}) for p in payloads],
+        "members": [{key: p[key] for key in ("normaliser", "policy", "training", "task", "selection") if key in p}
+                    for p in payloads],
         "training": {"iteration": max(int(p["training"]["iteration"]) for p in payloads), **summed,
                      "members": len(payloads)},
         "selection": dict(selection),

@@ -97,7 +97,6 @@ class LearnedController:
         if len(self.actors) > 1 and self.config.action_space == "continuous":
             raise ConfigError(f"{source or 'controller'}: an ensemble of continuous policies has no action "
                               "probabilities to average")
-        self.network = self.actors[0].network  # the (first) actor, as a plain nn.Sequential
         self.history: list[tuple[float, float]] = []  # (lr in, lr out) per decision since reset()
         self.level: float | None = None  # the level next_lr set last since reset() (used under an envelope)
         self.first_val_loss: float | None = None  # the validation loss next_lr saw first since reset()
@@ -131,6 +130,11 @@ class LearnedController:
     def load_run_state(self, state: Mapping[str, Any]) -> None:
         """Continue a run from :meth:`run_state` (a Tune trial restored from its checkpoint)."""
         self.level, self.first_val_loss = state["level"], state["first_val_loss"]
+
+    @property
+    def network(self) -> torch.nn.Sequential:
+        """The (first) actor as a plain ``nn.Sequential``."""
+        return self.actors[0].network
 
     def normalise(self, rows: np.ndarray) -> np.ndarray:
         """The (first) actor's frozen MeanStdFilter: ``clip((x - mean) / (std + eps), -clip, clip)``."""
