@@ -1,10 +1,11 @@
 """How much room is there above tuned cosine? Many fixed schedules on a task's held-out seeds.
 
-    python experiments/headroom.py configs/digits-mlp-controller.yaml
+    python experiments/headroom.py configs/digits-mlp-controller.yaml [--seeds 1000-1039]
 
-Runs cosine (7 peak LRs), linear decay, warmup-free WSD (last 20% / 40% linear decay) and
-exponential decay to 1e-5 (4 peak LRs each) on the config's ``evaluate.seeds`` — all children
-in one batched pool, same seed = same initial weights and batch order — and prints each
+Runs cosine (7 peak LRs), linear decay, warmup-free WSD (last 20% / 40% linear decay),
+exponential decay to 1e-5 and cosine after a 30% linear warmup from a tenth of the peak (the shape of
+``envelope_warmup: 0.3``; 4 peak LRs each) on the config's ``evaluate.seeds`` (or ``--seeds``) — all
+children in one batched pool, same seed = same initial weights and batch order — and prints each
 schedule's final validation loss, test accuracy and paired difference to cosine at 3e-3 (the
 LR the evidence protocol tunes cosine to on digits and MNIST-1D). docs/controller.md quotes it:
 a controller can only beat tuned cosine by more than the best fixed schedule does if it adapts
@@ -21,10 +22,13 @@ import numpy as np
 import torch
 
 from lrservice.child.trainer import load_task_data
-from lrservice.config import load_config
+from lrservice.commands.evaluate_controller import parse_seeds
+from lrservice.config import ControllerConfig, load_config
+from lrservice.control.actions import lr_in_force
 from lrservice.control.evaluate import run_schedules
 
 REFERENCE = "cosine 0.003"
+WARMUP_ENVELOPE = ControllerConfig(envelope="cosine", envelope_warmup=0.3)  # a level under it, held fixed
 
 
 def schedules(steps: int) -> dict:
@@ -38,13 +42,14 @@ def schedules(steps: int) -> dict:
             out[f"wsd{int(frac * 100)} {lr:g}"] = (
                 lambda s, lr=lr, frac=frac: lr if s < (1 - frac) * steps else lr * (steps - s) / (frac * steps))
         out[f"exp {lr:g}->1e-5"] = lambda s, lr=lr: lr * (1e-5 / lr) ** (s / steps)
+        out[f"warmup30-cosine {lr:g}"] = lambda s, lr=lr: lr_in_force(lr, s / steps, WARMUP_ENVELOPE)
     return out
 
 
-def main(config_path: str) -> None:
+def main(config_path: str, seeds_spec: str | None = None) -> None:
     torch.set_num_threads(1)
     config = load_config(config_path)
-    task, seeds = config.task, list(config.evaluate.seeds)
+    task, seeds = config.task, parse_seeds(seeds_spec) if seeds_spec else list(config.evaluate.seeds)
     started = time.perf_counter()
     runs = run_schedules(task, load_task_data(task), [(name, fn(0), seed, fn) for name, fn in
                                                         schedules(task.steps).items() for seed in seeds])
@@ -63,4 +68,4 @@ def main(config_path: str) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    main(sys.argv[1], sys.argv[3] if len(sys.argv) > 3 and sys.argv[2] == "--seeds" else None)

@@ -213,6 +213,11 @@ class ControllerConfig:
     episode the controller steers, ``cosine`` ((1 + cos pi p) / 2) or ``linear`` (1 - p), p = progress: actions
     move a level and the LR in force is ``level * envelope(p)``, so "keep" already anneals and the policy
     learns corrections."""
+    envelope_warmup: float = 0.0
+    """In [0, 1), with an envelope only: the fraction of the episode over which the envelope first rises
+    linearly from :data:`lrservice.control.actions.WARMUP_START` to 1, its decay then running over the rest
+    (0: no warmup). The level is the envelope's peak, so a run's initial LR is where the level starts, as a
+    torch warmup scheduler treats the optimizer's LR."""
     tasks: tuple[TaskConfig, ...] = ()
     """Task sections episodes are drawn from (multi-task training; each validated as ``task``): round-robin
     per env with at least as many envs as tasks, else uniformly per episode. Empty: the run's ``task``."""
@@ -288,6 +293,12 @@ class ControllerConfig:
         _choice(f"{path}.reward", self.reward, REWARDS)
         _choice(f"{path}.baseline", self.baseline, REWARD_BASELINES)
         _choice(f"{path}.envelope", self.envelope, ENVELOPES)
+        if not 0.0 <= self.envelope_warmup < 1.0:
+            raise ConfigError(f"{path}.envelope_warmup: {self.envelope_warmup!r} is not allowed; it must be a "
+                              "fraction of the episode in [0, 1)")
+        if self.envelope_warmup and self.envelope == "none":
+            raise ConfigError(f"{path}.envelope_warmup: is only used with an envelope (envelope is 'none'); "
+                              "set envelope: cosine or linear, or remove it")
         for name in ("action_every", "iterations", "train_batch_size", "minibatch_size",
                      "num_epochs", "ppo_lr", "num_envs_per_env_runner", "checkpoint_every",
                      "lr_min", "lr_max", "clip_param"):
@@ -545,10 +556,12 @@ class RecommendConfig:
 
 
 def _default_rivals() -> tuple[ArmConfig, ...]:
-    """The modern family every controller is measured against, each on a small grid."""
+    """The modern family every controller is measured against, each on a small grid. Warmup + cosine
+    also over its warmup: a long one (30%) is the shape a learned controller's gain on digits turned
+    out to be (docs/controller.md, "Where the shipped controller's gain comes from")."""
     lrs = [1e-3, 3e-3, 1e-2, 3e-2]
     return (
-        ArmConfig("warmup_cosine", "warmup_cosine", grid={"lr": lrs}),
+        ArmConfig("warmup_cosine", "warmup_cosine", grid={"lr": lrs, "warmup": [0.05, 0.3]}),
         ArmConfig("wsd", "wsd", grid={"lr": lrs}),
         ArmConfig("onecycle", "onecycle", grid={"lr": lrs}),
         ArmConfig("linear", "linear", grid={"lr": lrs}),

@@ -16,7 +16,7 @@ import torch
 from lrservice.child.features import ANCHORED_NAMES, EXTENDED_NAMES, FEATURE_NAMES, INVARIANT_NAMES, feature_set
 from lrservice.child.trainer import ChildTrainer, load_task_data
 from lrservice.config import ConfigError, ControllerConfig, TaskConfig, config_from_dict
-from lrservice.control.actions import envelope, lr_in_force, step_reward
+from lrservice.control.actions import WARMUP_START, envelope, lr_in_force, step_reward
 from lrservice.control.env import LRControlEnv, env_config
 from lrservice.control.episodes import EpisodeBatch
 from lrservice.control.vector_env import LRVectorEnv
@@ -113,6 +113,26 @@ def test_envelopes_by_hand(name, progress, expected):
     c = ControllerConfig(envelope=name)
     assert envelope(c, progress) == pytest.approx(expected, abs=1e-12)
     assert lr_in_force(3e-3, progress, c) == pytest.approx(3e-3 * expected, abs=1e-15)
+
+
+@pytest.mark.parametrize("name", ["cosine", "linear"])
+@pytest.mark.parametrize("warmup", [0.25, 0.5])
+def test_warmup_envelopes_equal_torchs_warmup_schedulers(name, warmup):
+    """``envelope_warmup``: the level times the envelope at step t of T is what torch's LinearLR warmup
+    (from WARMUP_START) then CosineAnnealingLR / a LinearLR decay to 0 in SequentialLR give from lr = level."""
+    total, level = 200, 3e-3
+    c = ControllerConfig(envelope=name, envelope_warmup=warmup)
+    w = round(warmup * total)
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=level)
+    rise = torch.optim.lr_scheduler.LinearLR(optimizer, start_factor=WARMUP_START, end_factor=1.0, total_iters=w)
+    decay = (torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total - w) if name == "cosine" else
+             torch.optim.lr_scheduler.LinearLR(optimizer, start_factor=1.0, end_factor=0.0, total_iters=total - w))
+    scheduler = torch.optim.lr_scheduler.SequentialLR(optimizer, [rise, decay], milestones=[w])
+    for t in range(total + 1):
+        assert lr_in_force(level, t / total, c) == pytest.approx(scheduler.get_last_lr()[0], rel=1e-6, abs=1e-12)
+        optimizer.step()
+        scheduler.step()
+    assert envelope(c, 0.0) == WARMUP_START and envelope(c, warmup) == 1.0
 
 
 def test_envelope_scales_the_level_and_the_keeping_twin_matches(data):

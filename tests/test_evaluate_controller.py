@@ -53,16 +53,17 @@ def _export(path, seed=0, controller=CONTROLLER):
     return path
 
 
-@pytest.mark.parametrize("variant", ["none", "cosine", "anchored"])
+@pytest.mark.parametrize("variant", ["none", "cosine", "warmup", "anchored"])
 def test_controller_runs_equal_a_plain_child_trainer_loop(tmp_path, variant):
-    """``none``/``cosine``: the envelope of a random export; ``anchored``: the hand-made anchored controller,
+    """``none``/``cosine``: the envelope of a random export (``warmup``: cosine after a 30% warmup, where a
+    run's first LR in force is not its initial LR); ``anchored``: the hand-made anchored controller,
     whose LRs are also derived by hand from the loop's observations (x2 while the validation loss is above
     half the first, /2 after)."""
     if variant == "anchored":
         ctrl = anchored_controller(tmp_path / "a.pt")
     else:
-        ctrl = LearnedController.from_checkpoint(_export(tmp_path / "c.pt", controller={**CONTROLLER,
-                                                                                        "envelope": variant}))
+        envelope = {"envelope": "cosine", "envelope_warmup": 0.3} if variant == "warmup" else {"envelope": variant}
+        ctrl = LearnedController.from_checkpoint(_export(tmp_path / "c.pt", controller={**CONTROLLER, **envelope}))
     task = config_from_dict({"task": TASK}).task
     data = load_task_data(task)
     runs = run_controller(ctrl, task, data, [(0.01, 1), (0.001, 2)])

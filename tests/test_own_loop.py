@@ -161,18 +161,34 @@ def _timed_controller(path: Path) -> LearnedController:
     One linear layer over (progress, log10 LR, log val/train, log change ratio, log10 level)
     with an identity normaliser: logits ``(20 p - 10, 10 - 20 p)`` for the factors (0.5, 2.0).
     """
+    return linear_controller(path, TIMED, *_timed_weights())
+
+
+def _timed_weights() -> tuple[torch.Tensor, torch.Tensor]:
     weight = torch.zeros(2, 5)
     weight[0, 0], weight[1, 0] = 20.0, -20.0
-    return linear_controller(path, TIMED, weight, torch.tensor([-10.0, 10.0]))
+    return weight, torch.tensor([-10.0, 10.0])
 
 
-def test_scheduler_decides_at_steps_0_n_2n_on_a_model_lrservice_does_not_know(tmp_path):
+def _envelope_by_hand(p: float, warmup: float) -> float:
+    """The cosine envelope at progress ``p``, after a linear warmup from 0.1 over ``warmup`` of the run."""
+    if p < warmup:
+        return 0.1 + 0.9 * p / warmup
+    return (1 + math.cos(math.pi * (p - warmup) / (1 - warmup))) / 2
+
+
+@pytest.mark.parametrize("warmup", [0.0, 0.3])
+def test_scheduler_decides_at_steps_0_n_2n_on_a_model_lrservice_does_not_know(tmp_path, warmup):
     """55 steps, a decision every 10: at steps 0, 10, ..., 50 (the last block is 5 steps), none after.
 
     Expected LRs by hand: the level doubles at progress 0, 10/55, 20/55 and halves at 30/55,
-    40/55, 50/55; each block trains at level * (1 + cos(pi * start / 55)) / 2.
+    40/55, 50/55; each block trains at level * (1 + cos(pi * start / 55)) / 2, or with
+    ``envelope_warmup`` 0.3 at level * (0.1 + 0.9 p / 0.3) while p = start / 55 < 0.3 and
+    level * (1 + cos(pi (p - 0.3) / 0.7)) / 2 after. The run's initial LR is the first level either way.
     """
     ctrl = _timed_controller(tmp_path / "timed.pt")
+    if warmup:
+        ctrl = linear_controller(tmp_path / "warm.pt", {**TIMED, "envelope_warmup": warmup}, *_timed_weights())
     data = load_task_data(_task(55))
     total, initial_lr = 55, 1e-3
     torch.manual_seed(0)
@@ -210,7 +226,7 @@ def test_scheduler_decides_at_steps_0_n_2n_on_a_model_lrservice_does_not_know(tm
     for start, (_, feats) in zip(starts, seen):
         assert feats[6] == pytest.approx(in_force, rel=1e-6)  # the LR feature is the one the last block ran at
         level *= 2.0 if start / total < 0.5 else 0.5
-        in_force = level * (1 + math.cos(math.pi * start / total)) / 2
+        in_force = level * _envelope_by_hand(start / total, warmup)
         expected += [in_force] * min(10, total - start)
     assert lrs[:total] == pytest.approx(expected, rel=1e-12)
     assert lrs[total:] == [lrs[total - 1]] * 7 and scheduler.level == pytest.approx(level, rel=1e-12)

@@ -17,6 +17,7 @@ import numpy as np
 from lrservice.child.features import FEATURE_SETS, LEVEL_NAME
 from lrservice.config import ConfigError, ControllerConfig, TaskConfig, stored_sections
 
+WARMUP_START = 0.1  # an envelope's warmup (``envelope_warmup``) starts at this fraction of the level
 FEATURE_CLIP = 1e6  # a diverged child's features are replaced by finite values within this bound
 
 
@@ -83,15 +84,21 @@ def next_lr(lr: float, action: Any, controller: ControllerConfig, rng: np.random
 def envelope(controller: ControllerConfig, progress: float) -> float:
     """The base schedule's multiplier at ``progress`` (child steps done / episode steps) in [0, 1].
 
-    ``none`` 1; ``cosine`` ``(1 + cos(pi p)) / 2``; ``linear`` ``1 - p``. Both decays are 1 at
-    the start, so a level equals the LR in force there.
+    ``none`` 1; ``cosine`` ``(1 + cos(pi q)) / 2``; ``linear`` ``1 - q``. Without a warmup ``q`` is the
+    progress and both decays are 1 at the start, so a level equals the LR in force there. With
+    ``envelope_warmup`` w > 0 the multiplier first rises linearly from :data:`WARMUP_START` to 1
+    over ``p < w`` and the decay runs over the rest, ``q = (p - w) / (1 - w)``: the level is the peak.
     """
     p = min(max(float(progress), 0.0), 1.0)
+    if controller.envelope == "none":
+        return 1.0
+    w = float(controller.envelope_warmup)
+    if p < w:
+        return WARMUP_START + (1.0 - WARMUP_START) * p / w
+    q = (p - w) / (1.0 - w)
     if controller.envelope == "cosine":
-        return 0.5 * (1.0 + math.cos(math.pi * p))
-    if controller.envelope == "linear":
-        return 1.0 - p
-    return 1.0
+        return 0.5 * (1.0 + math.cos(math.pi * q))
+    return 1.0 - q  # linear
 
 
 def lr_in_force(level: float, progress: float, controller: ControllerConfig) -> float:

@@ -246,7 +246,8 @@ def _actions(payload: Mapping[str, Any]) -> dict:
     """What an export's actions mean: the controller section without what only training uses."""
     _, controller = export_sections(payload)
     return {name: getattr(controller, name) for name in ("action_space", "action_every", "factor", "factors",
-                                                         "levels", "lr_min", "lr_max", "envelope", "features")}
+                                                         "levels", "lr_min", "lr_max", "envelope", "envelope_warmup",
+                                                         "features")}
 
 
 def load_export(path: str | os.PathLike) -> dict[str, Any]:

@@ -184,7 +184,7 @@ class LearnedController:
 
         The action moves the level (clipped to ``[lr_min, lr_max]``): ``level`` if given and the
         controller steers an envelope, else ``lr`` itself (without an envelope, or on a run's
-        first decision, when the envelope is still 1). The LR returned is the new level under
+        first decision, where the run's initial LR is the level). The LR returned is the new level under
         the envelope at ``progress``. ``first_val_loss`` is the run's first observation's (None on
         the first decision: these features' own); callers keep it, as they keep the level.
         """

@@ -481,7 +481,7 @@ def _check_same_sections(config: RunConfig, meta: Mapping[str, Any], checkpoint:
     """Resuming with another task or env semantics would mix two problems in one policy."""
     stored = stored_sections({"task": meta["task"], "controller": meta["controller"]})
     env_fields = ("features", "action_space", "action_every", "factor", "factors", "levels", "lr_min", "lr_max",
-                  "reward", "baseline", "twin_policy", "envelope", "tasks", "hidden")
+                  "reward", "baseline", "twin_policy", "envelope", "envelope_warmup", "tasks", "hidden")
     for name in env_fields:
         if getattr(stored.controller, name) != getattr(config.controller, name):
             raise ConfigError(f"controller.{name}: {getattr(config.controller, name)!r} differs from the "
