@@ -155,19 +155,16 @@ TIMED = {"features": "invariant", "envelope": "cosine", "factors": [0.5, 2.0], "
          "lr_min": 1e-5, "lr_max": 0.1}
 
 
-def _timed_controller(path: Path) -> LearnedController:
+def _timed_controller(path: Path, warmup: float = 0.0) -> LearnedController:
     """An exported controller that doubles its level before half-time and halves it after.
 
     One linear layer over (progress, log10 LR, log val/train, log change ratio, log10 level)
-    with an identity normaliser: logits ``(20 p - 10, 10 - 20 p)`` for the factors (0.5, 2.0).
+    with an identity normaliser: logits ``(20 p - 10, 10 - 20 p)`` for the factors (0.5, 2.0);
+    its envelope warms up over ``warmup`` of the run.
     """
-    return linear_controller(path, TIMED, *_timed_weights())
-
-
-def _timed_weights() -> tuple[torch.Tensor, torch.Tensor]:
     weight = torch.zeros(2, 5)
     weight[0, 0], weight[1, 0] = 20.0, -20.0
-    return weight, torch.tensor([-10.0, 10.0])
+    return linear_controller(path, {**TIMED, "envelope_warmup": warmup}, weight, torch.tensor([-10.0, 10.0]))
 
 
 def _envelope_by_hand(p: float, warmup: float) -> float:
@@ -186,9 +183,7 @@ def test_scheduler_decides_at_steps_0_n_2n_on_a_model_lrservice_does_not_know(tm
     ``envelope_warmup`` 0.3 at level * (0.1 + 0.9 p / 0.3) while p = start / 55 < 0.3 and
     level * (1 + cos(pi (p - 0.3) / 0.7)) / 2 after. The run's initial LR is the first level either way.
     """
-    ctrl = _timed_controller(tmp_path / "timed.pt")
-    if warmup:
-        ctrl = linear_controller(tmp_path / "warm.pt", {**TIMED, "envelope_warmup": warmup}, *_timed_weights())
+    ctrl = _timed_controller(tmp_path / "timed.pt", warmup)
     data = load_task_data(_task(55))
     total, initial_lr = 55, 1e-3
     torch.manual_seed(0)
