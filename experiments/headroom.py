@@ -14,8 +14,8 @@ to the run in front of it.
 
 from __future__ import annotations
 
+import argparse
 import math
-import sys
 import time
 
 import numpy as np
@@ -68,4 +68,8 @@ def main(config_path: str, seeds_spec: str | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[3] if len(sys.argv) > 3 and sys.argv[2] == "--seeds" else None)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("config")
+    parser.add_argument("--seeds", help="held-out seeds, e.g. 1000-1039 (default: the config's evaluate.seeds)")
+    args = parser.parse_args()
+    main(args.config, args.seeds)

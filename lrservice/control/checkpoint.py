@@ -49,6 +49,10 @@ FILTER_PATH = ("env_runner", "env_to_module_connector")
 EXPORT_FORMAT = "lrservice-controller"
 EXPORT_VERSION = 1  # one actor: top-level ``normaliser`` and ``policy``
 ENSEMBLE_VERSION = 2  # several actors (``members``, each with its own normaliser and policy), acting together
+# the controller fields that say what an observation holds and what an action does to the LR: ensemble members
+# must share them, and so must a resumed run (which also keeps its reward and network, training.py)
+ACTION_FIELDS = ("features", "action_space", "action_every", "factor", "factors", "levels", "lr_min", "lr_max",
+                 "envelope", "envelope_warmup")
 
 
 def checkpoint_name(iteration: int) -> str:
@@ -245,9 +249,7 @@ def ensemble_payload(payloads: list[Mapping[str, Any]], selection: Mapping[str, 
 def _actions(payload: Mapping[str, Any]) -> dict:
     """What an export's actions mean: the controller section without what only training uses."""
     _, controller = export_sections(payload)
-    return {name: getattr(controller, name) for name in ("action_space", "action_every", "factor", "factors",
-                                                         "levels", "lr_min", "lr_max", "envelope", "envelope_warmup",
-                                                         "features")}
+    return {name: getattr(controller, name) for name in ACTION_FIELDS}
 
 
 def load_export(path: str | os.PathLike) -> dict[str, Any]:

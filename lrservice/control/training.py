@@ -31,6 +31,7 @@ import numpy as np
 
 from lrservice.config import ConfigError, RunConfig, stored_sections
 from lrservice.control.checkpoint import (
+    ACTION_FIELDS,
     CHECKPOINTS,
     EXPORT_FILE,
     LAST_FILE,
@@ -480,8 +481,7 @@ def _seed_text(seeds: list[int]) -> str:
 def _check_same_sections(config: RunConfig, meta: Mapping[str, Any], checkpoint: Path) -> None:
     """Resuming with another task or env semantics would mix two problems in one policy."""
     stored = stored_sections({"task": meta["task"], "controller": meta["controller"]})
-    env_fields = ("features", "action_space", "action_every", "factor", "factors", "levels", "lr_min", "lr_max",
-                  "reward", "baseline", "twin_policy", "envelope", "envelope_warmup", "tasks", "hidden")
+    env_fields = (*ACTION_FIELDS, "reward", "baseline", "twin_policy", "tasks", "hidden")
     for name in env_fields:
         if getattr(stored.controller, name) != getattr(config.controller, name):
             raise ConfigError(f"controller.{name}: {getattr(config.controller, name)!r} differs from the "
