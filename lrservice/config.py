@@ -253,6 +253,13 @@ class ControllerConfig:
     run's env steps, as ``ppo_lr_final`` does PPO's LR: explore early, commit late."""
     clip_param: float = 0.3
     """> 0: PPO's clipping range, its trust region: how far one update may move the policy's probabilities."""
+    kl_coeff: float = 0.2
+    """>= 0: the starting weight of PPO's KL penalty (RLlib's adaptive one, beside the clipping): after each
+    update it is multiplied by 1.5 if the policy moved more than 2 x ``kl_target``, by 0.5 if less than half
+    of it; 0 turns the penalty off. The default is RLlib's."""
+    kl_target: float = 0.01
+    """> 0: the KL divergence per update the penalty steers towards (RLlib's default); smaller holds each
+    update closer to the policy that sampled the batch."""
     num_env_runners: int = 1
     """RLlib env runners sampling episodes in parallel, >= 0 (0: the driver samples); each asks for the
     resources ``resources`` plans for env runners."""
@@ -301,9 +308,9 @@ class ControllerConfig:
                               "set envelope: cosine or linear, or remove it")
         for name in ("action_every", "iterations", "train_batch_size", "minibatch_size",
                      "num_epochs", "ppo_lr", "num_envs_per_env_runner", "checkpoint_every",
-                     "lr_min", "lr_max", "clip_param"):
+                     "lr_min", "lr_max", "clip_param", "kl_target"):
             _positive(f"{path}.{name}", getattr(self, name))
-        for name in ("lr_noise_std", "divergence_penalty", "entropy_coeff", "num_env_runners"):
+        for name in ("lr_noise_std", "divergence_penalty", "entropy_coeff", "num_env_runners", "kl_coeff"):
             _positive(f"{path}.{name}", getattr(self, name), allow_zero=True)
         if not self.factor > 1.0:
             raise ConfigError(f"{path}.factor: {self.factor!r} is not allowed; it must be > 1 (LR is multiplied "

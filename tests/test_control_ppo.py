@@ -41,13 +41,15 @@ def test_ppo_config_models_batches_and_fault_tolerance():
 
     from lrservice.control.ppo import build_ppo_config
 
-    cfg = build_ppo_config(run_config(hidden=[32, 32], ppo_lr=1e-3, gamma=0.9, clip_param=0.1), Placement(note="test"))
+    cfg = build_ppo_config(run_config(hidden=[32, 32], ppo_lr=1e-3, gamma=0.9, clip_param=0.1, kl_coeff=0.05,
+                                      kl_target=0.002), Placement(note="test"))
     assert cfg.enable_rl_module_and_learner and cfg.enable_env_runner_and_connector_v2
     assert cfg.env == ENV_NAME and cfg.env_config["controller"]["action_every"] == 10
     model = cfg.model_config
     assert list(model["fcnet_hiddens"]) == [32, 32] and model["vf_share_layers"] is False
     assert (cfg.train_batch_size_per_learner, cfg.minibatch_size, cfg.num_epochs) == (100, 50, 2)
     assert (cfg.lr, cfg.gamma, cfg.clip_param) == (1e-3, 0.9, 0.1)
+    assert (cfg.use_kl_loss, cfg.kl_coeff, cfg.kl_target) == (True, 0.05, 0.002)
     assert cfg.entropy_coeff == 0.0
     decaying = build_ppo_config(run_config(ppo_lr=1e-3, ppo_lr_final=1e-4, entropy_coeff=0.02, entropy_coeff_final=0.0),
                                 Placement(note="test"), iterations=4)
@@ -117,7 +119,7 @@ def test_cli_trains_checkpoints_logs_and_resumes(tmp_path, capsys, monkeypatch):
         ray.shutdown()
     cfg_file = tmp_path / "ctrl.yaml"
     controller = {**CONTROLLER, "ppo_lr": 1e-3, "ppo_lr_final": 0.0,
-                  "entropy_coeff": 0.02, "entropy_coeff_final": 0.005}
+                  "entropy_coeff": 0.02, "entropy_coeff_final": 0.005, "kl_coeff": 0.05, "kl_target": 0.002}
     cfg_file.write_text(yaml.safe_dump({"task": TASK, "controller": controller, "resources": {"num_cpus": 2}}))
 
     def decayed(lifetime: float, iterations: int, start: float = 1e-3, final: float = 0.0) -> float:
@@ -150,6 +152,14 @@ def test_cli_trains_checkpoints_logs_and_resumes(tmp_path, capsys, monkeypatch):
             assert -10 * 10 <= r["episode_return_mean"] < 0
             assert r["ppo_lr"] == pytest.approx(decayed(r["env_steps_lifetime"], 2), abs=1e-9)
             assert r["entropy_coeff"] == pytest.approx(decayed(r["env_steps_lifetime"], 2, 0.02, 0.005), abs=1e-9)
+        # RLlib's adaptive KL penalty starts at kl_coeff and after each update is scaled by 1.5, 1 or 0.5,
+        # by how far the update moved the policy against kl_target.
+        coeff = 0.05
+        for r in log:
+            assert math.isfinite(r["mean_kl"]) and r["mean_kl"] >= 0
+            # (RLlib keeps it as a float32 tensor: equal to 6 digits, not to the bit.)
+            assert any(r["kl_coeff"] == pytest.approx(coeff * f, rel=1e-6) for f in (0.5, 1.0, 1.5)), (coeff, r)
+            coeff = r["kl_coeff"]
         assert log[0]["ppo_lr"] > 0 and log[1]["ppo_lr"] == 0.0
         assert 0.005 < log[0]["entropy_coeff"] < 0.02 and log[1]["entropy_coeff"] == pytest.approx(0.005)
         assert np.isclose(log[1]["env_steps_lifetime"], log[0]["env_steps"] + log[1]["env_steps"])

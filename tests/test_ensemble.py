@@ -57,6 +57,10 @@ def test_an_ensemble_acts_on_the_mean_of_its_members_action_probabilities(tmp_pa
     assert list(ensemble.actions(rows)) == [int(np.argmax(by_hand))] * 2 == [1, 1]
     assert np.argmax(np.add([0.0, 10.0, 0.0], [0.5, -20.0, 0.0])) == 0  # the logits' mean would differ
     assert LearnedController(b).actions(rows)[0] == 0
+    # What only one policy has is refused, not answered for the first member.
+    for read in (lambda: ensemble.network, lambda: ensemble.normalise(rows)):
+        with pytest.raises(ValueError, match="ensemble of 2 policies"):
+            read()
 
     # One decision, as next_lr makes it: x1 keeps the LR.
     assert ensemble.next_lr(np.full(7, 0.5, dtype=np.float32), 3e-3, progress=0.5) == pytest.approx(3e-3)

@@ -131,18 +131,26 @@ class LearnedController:
         """Continue a run from :meth:`run_state` (a Tune trial restored from its checkpoint)."""
         self.level, self.first_val_loss = state["level"], state["first_val_loss"]
 
+    def _actor(self, what: str) -> Actor:
+        """The one actor, for what only a single policy has; an ensemble acts through
+        :meth:`action_probabilities`, and answering for its first member would be silently wrong."""
+        if len(self.actors) > 1:
+            raise ValueError(f"{what}: this controller is an ensemble of {len(self.actors)} policies, which has no "
+                             "single one; use action_probabilities or actions")
+        return self.actors[0]
+
     @property
     def network(self) -> torch.nn.Sequential:
-        """The (first) actor as a plain ``nn.Sequential``."""
-        return self.actors[0].network
+        """The actor as a plain ``nn.Sequential`` (a single policy only)."""
+        return self._actor("network").network
 
     def normalise(self, rows: np.ndarray) -> np.ndarray:
-        """The (first) actor's frozen MeanStdFilter: ``clip((x - mean) / (std + eps), -clip, clip)``."""
-        return self.actors[0].normalise(rows)
+        """The actor's frozen MeanStdFilter: ``clip((x - mean) / (std + eps), -clip, clip)`` (a single policy only)."""
+        return self._actor("normalise").normalise(rows)
 
     def _outputs(self, rows: np.ndarray) -> torch.Tensor:
-        """The (first) actor's outputs (logits, or Gaussian mean and log-std) for raw feature-set rows ``(K, F)``."""
-        return self.actors[0].outputs(finite_features(np.atleast_2d(rows)))
+        """The actor's outputs (logits, or Gaussian mean and log-std) for raw feature-set rows ``(K, F)``."""
+        return self._actor("outputs").outputs(finite_features(np.atleast_2d(rows)))
 
     def actions(self, rows: np.ndarray) -> np.ndarray:
         """Deterministic env actions for raw feature-set rows ``(K, F)``: indices, or log-factors ``(K, 1)``."""

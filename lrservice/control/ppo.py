@@ -110,6 +110,8 @@ def build_ppo_config(run_config: RunConfig, placement: Placement, iterations: in
             lambda_=c.gae_lambda,
             entropy_coeff=entropy_schedule(c, iterations),
             clip_param=c.clip_param,
+            kl_coeff=c.kl_coeff,
+            kl_target=c.kl_target,
         )
         .rl_module(model_config=DefaultModelConfig(fcnet_hiddens=list(c.hidden), fcnet_activation="tanh",
                                                    vf_share_layers=False))

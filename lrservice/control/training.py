@@ -62,7 +62,8 @@ LOG_COLUMNS = (
     "iteration", "episode_return_mean", "episode_len_mean", "final_val_loss", "final_val_accuracy",
     "diverged_frac", "lr_start", "lr_min", "lr_median", "lr_max", "lr_end", "episodes",
     "episodes_lifetime", "episodes_per_s", "env_steps", "env_steps_lifetime", "env_steps_per_s",
-    "child_steps_lifetime", "child_steps_per_s", "ppo_lr", "entropy_coeff", "iteration_s", "wall_s", "checkpoint",
+    "child_steps_lifetime", "child_steps_per_s", "ppo_lr", "entropy_coeff", "kl_coeff", "mean_kl",
+    "iteration_s", "wall_s", "checkpoint",
 )
 
 
@@ -106,7 +107,11 @@ def _metric(results: Mapping[str, Any], key: str) -> float:
 def iteration_row(result: Mapping[str, Any], iteration: int, steps_before: float, seconds: float,
                   wall: float, child_steps_per_env: int = 1) -> dict:
     """One log row from an ``algo.train()`` result."""
-    from ray.rllib.algorithms.ppo.ppo import LEARNER_RESULTS_CURR_ENTROPY_COEFF_KEY
+    from ray.rllib.algorithms.ppo.ppo import (
+        LEARNER_RESULTS_CURR_ENTROPY_COEFF_KEY,
+        LEARNER_RESULTS_CURR_KL_COEFF_KEY,
+        LEARNER_RESULTS_KL_KEY,
+    )
     from ray.rllib.core import DEFAULT_MODULE_ID
     from ray.rllib.core.learner.learner import DEFAULT_OPTIMIZER, LR_KEY
 
@@ -136,6 +141,8 @@ def iteration_row(result: Mapping[str, Any], iteration: int, steps_before: float
         "child_steps_per_s": steps * child_steps_per_env / seconds if seconds > 0 else math.nan,
         "ppo_lr": _metric(learner, f"{DEFAULT_OPTIMIZER}_{LR_KEY}"),
         "entropy_coeff": _metric(learner, LEARNER_RESULTS_CURR_ENTROPY_COEFF_KEY),  # for the next update
+        "kl_coeff": _metric(learner, LEARNER_RESULTS_CURR_KL_COEFF_KEY),  # adapted after this update
+        "mean_kl": _metric(learner, LEARNER_RESULTS_KL_KEY),  # how far this update moved the policy
         "iteration_s": seconds,
         "wall_s": wall,
         "checkpoint": "",
@@ -150,7 +157,8 @@ def progress_line(row: Mapping[str, Any], total: int) -> str:
             f"lr {row['lr_start']:.2e}->{row['lr_end']:.2e} (min {row['lr_min']:.2e} median {row['lr_median']:.2e} "
             f"max {row['lr_max']:.2e})  episodes {row['episodes_lifetime']:.0f} ({row['episodes_per_s']:.2f}/s)  "
             f"{row['env_steps_per_s']:.1f} env steps/s  {row['child_steps_per_s']:.0f} child steps/s  "
-            f"ppo lr {row['ppo_lr']:.1e}  entropy {row['entropy_coeff']:.1e}  "
+            f"ppo lr {row['ppo_lr']:.1e}  entropy {row['entropy_coeff']:.1e}  kl {row['mean_kl']:.1e} "
+            f"(coeff {row['kl_coeff']:.2g})  "
             f"{row['iteration_s']:.1f} s/iter  wall {row['wall_s']:.0f} s")
 
 
