@@ -22,15 +22,17 @@ from lrservice.child.trainer import load_task_data
 from lrservice.commands.evaluate_controller import parse_seeds
 from lrservice.control.controller import LearnedController
 from lrservice.control.evaluate import run_controller, run_schedules
+from lrservice.stats import compare_paired
 
 REFERENCE, STARTS = 3e-3, (1e-2, 1e-3)
 
 
 def paired(runs, reference) -> str:
-    d = np.array([r.val_loss - reference[r.seed].val_loss for r in runs])
+    """Δ final validation loss against the reference per seed, with the evidence protocol's 95% bootstrap CI."""
+    loss = compare_paired({r.seed: r.val_loss for r in runs}, {s: r.val_loss for s, r in reference.items()})
     acc = np.array([r.test_accuracy - reference[r.seed].test_accuracy for r in runs])
-    half = 1.96 * d.std(ddof=1) / math.sqrt(len(d))
-    return f"Δ {d.mean():+.4f} ± {half:.4f}, test acc {100 * acc.mean():+.2f} points"
+    return (f"Δ {loss.mean:+.4f} [{loss.ci_low:+.4f}, {loss.ci_high:+.4f}], "
+            f"test acc {100 * acc.mean():+.2f} points")
 
 
 def main() -> None:
